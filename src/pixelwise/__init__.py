@@ -1,0 +1,3 @@
+"""pixelwise: semantic segmentation on PyTorch."""
+
+__version__ = "0.1.0"
