@@ -1,0 +1,45 @@
+"""Class weights from pixel counts: inverse frequency and median-frequency balancing."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pixelwise.errors import ConfigError
+
+METHODS = ("median_frequency", "inverse_frequency")
+
+
+def class_weights_from_counts(pixel_counts: Tensor | np.ndarray | list, method: str = "median_frequency") -> Tensor:
+    """Per-class loss weights (C,) float32 from pixel counts.
+
+    pixel_counts: (C,) pixels per class over the training set, or (n_images, C) per image.
+    - inverse_frequency: w_c = total / (C_present * count_c), so balanced data gets 1.
+    - median_frequency (SegNet, Badrinarayanan et al.): w_c = median(freq) / freq_c with
+      freq_c = pixels of c / pixels of the images where c is present (needs per-image counts;
+      with (C,) totals every image is taken to hold every class, freq_c = count_c / total).
+    Classes with no pixels get weight 0: they never occur in a target, so any weight is unused.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"unknown class-weight method {method!r}; accepted: {', '.join(METHODS)}")
+    counts = np.asarray(pixel_counts.cpu() if isinstance(pixel_counts, Tensor) else pixel_counts, dtype=np.float64)
+    if counts.ndim not in (1, 2) or counts.size == 0 or (counts < 0).any():
+        raise ConfigError(f"pixel counts must be non-negative, shape (C,) or (n_images, C); got shape {counts.shape}")
+    per_class = counts if counts.ndim == 1 else counts.sum(axis=0)
+    present = per_class > 0
+    if not present.any():
+        raise ConfigError("pixel counts are all zero: no class to weigh")
+    weights = np.zeros_like(per_class)
+    if method == "inverse_frequency":
+        weights[present] = per_class.sum() / (present.sum() * per_class[present])
+    else:
+        if counts.ndim == 2:
+            image_totals = counts.sum(axis=1, keepdims=True)  # (n, 1)
+            denom = ((counts > 0) * image_totals).sum(axis=0)
+        else:
+            denom = np.full_like(per_class, per_class.sum())
+        freq = np.zeros_like(per_class)
+        freq[present] = per_class[present] / denom[present]
+        weights[present] = np.median(freq[present]) / freq[present]
+    return torch.tensor(weights, dtype=torch.float32)
