@@ -1,0 +1,219 @@
+"""One shared suite over every registered model, plus the registry contract.
+
+Frozen outputs: tests/data/frozen_model_outputs.json holds a few numbers per model
+(seeded init, tiny input). After an intended architecture change, regenerate with
+    .venv/bin/python tests/test_models.py --update-frozen
+and say why in the commit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pixelwise.errors import ConfigError
+from pixelwise.models import create_model, list_models, model_cost, model_info, register_model
+from pixelwise.models.layers import UPSAMPLE_MODES, transposed_upsampler
+
+FROZEN_PATH = Path(__file__).parent / "data" / "frozen_model_outputs.json"
+MODELS = list_models()
+EXPECTED = {"sliding_window", "fullres_cnn", "fcn32s", "fcn16s", "fcn8s", "segnet", "segnet_basic", "unet",
+            "unet_resnet", "deeplabv3plus", "lraspp_mobilenetv3"}
+
+
+def small(name: str, num_classes: int = 3, in_channels: int = 3, **extra) -> torch.nn.Module:
+    torch.manual_seed(0)
+    kwargs = {**model_info(name)["small_kwargs"], **extra}
+    return create_model(name, num_classes=num_classes, in_channels=in_channels, **kwargs)
+
+
+def frozen_summary(name: str) -> dict:
+    model = small(name).eval()
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        y = model(x).double()
+    flat = y.flatten()
+    picks = [0, flat.numel() // 3, flat.numel() // 2, flat.numel() - 1]
+    return {"shape": list(y.shape), "sum": flat.sum().item(), "abs_mean": flat.abs().mean().item(),
+            "values": [flat[i].item() for i in picks]}
+
+
+def test_every_required_architecture_is_registered():
+    assert EXPECTED <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("size", [(37, 53), (64, 64)])
+def test_output_is_logits_at_input_resolution(name, size):
+    model = small(name, num_classes=5, in_channels=1).eval()
+    with torch.no_grad():
+        y = model(torch.randn(2, 1, *size))
+    assert y.shape == (2, 5, *size)
+    assert y.dtype == torch.float32 and torch.isfinite(y).all()
+    # Raw logits, not probabilities: no softmax inside (channel sums would all be 1).
+    assert not torch.allclose(y.sum(dim=1), torch.ones(()), atol=1e-3)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_single_output_channel_and_many_input_channels(name):
+    model = small(name, num_classes=1, in_channels=4).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 4, 33, 30)).shape == (1, 1, 33, 30)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_backward_gives_finite_gradients_for_every_parameter(name):
+    model = small(name).train()
+    y = model(torch.randn(2, 3, 37, 53))
+    torch.nn.functional.cross_entropy(y, torch.randint(0, 3, (2, 37, 53))).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{pname} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{pname} has non-finite gradient"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_eval_is_deterministic(name):
+    model = small(name).eval()
+    x = torch.randn(1, 3, 40, 24)
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODELS)
+def test_torch_export_matches_eager(name):
+    model = small(name).eval()
+    x = torch.randn(1, 3, 37, 53)
+    exported = torch.export.export(model, (x,), strict=False)
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_rebuilds_from_json_spec_with_same_weights(name):
+    model = small(name)
+    spec = json.loads(json.dumps({"name": name, "kwargs": {"num_classes": 3, "in_channels": 3,
+                                                           **model_info(name)["small_kwargs"]}}))
+    rebuilt = create_model(spec["name"], **spec["kwargs"])
+    rebuilt.load_state_dict(model.state_dict())  # strict: same keys and shapes
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval()(x), model.eval()(x))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_frozen_output(name):
+    frozen = json.loads(FROZEN_PATH.read_text())
+    assert name in frozen, f"no frozen output for {name}: run tests/test_models.py --update-frozen"
+    got, want = frozen_summary(name), frozen[name]
+    assert got["shape"] == want["shape"]
+    for key in ("sum", "abs_mean"):
+        assert math.isclose(got[key], want[key], rel_tol=1e-3, abs_tol=1e-4), (key, got[key], want[key])
+    for g, w in zip(got["values"], want["values"]):
+        assert math.isclose(g, w, rel_tol=1e-3, abs_tol=1e-4), (g, w)
+
+
+def test_unknown_model_lists_available_names():
+    with pytest.raises(ConfigError, match="unknown model 'unet3000'.*unet"):
+        create_model("unet3000", num_classes=2)
+
+
+def test_unknown_kwarg_lists_accepted_ones():
+    with pytest.raises(ConfigError, match="does not accept 'widht'.*base_channels"):
+        create_model("unet", num_classes=2, widht=3)
+
+
+def test_bad_option_value_is_config_error():
+    with pytest.raises(ConfigError, match="upsample"):
+        create_model("unet", num_classes=2, upsample="cubic")
+    with pytest.raises(ConfigError, match="output_stride"):
+        create_model("deeplabv3plus", num_classes=2, output_stride=32)
+    with pytest.raises(ConfigError, match="JSON"):
+        create_model("unet", num_classes=2, base_channels=8, depth=2, upsample=object())
+
+
+def test_duplicate_registration_raises():
+    with pytest.raises(ConfigError, match="already registered"):
+        register_model("unet", "again")(lambda num_classes, in_channels=3: torch.nn.Identity())
+
+
+@pytest.mark.parametrize("mode", UPSAMPLE_MODES)
+def test_unet_every_upsampling_mode(mode):
+    model = create_model("unet", num_classes=2, base_channels=4, depth=2, upsample=mode).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 21, 18)).shape == (1, 2, 21, 18)
+
+
+def test_unet_original_size_and_quickstart_config():
+    # The paper's U-Net: 64..1024 channels, ~31.0 M parameters at 2 classes, 1 input channel.
+    info = model_info("unet", num_classes=2, in_channels=1, batch_norm=False)
+    assert 30.9e6 < info["params"] < 31.1e6
+    assert info["output_stride"] == 16
+    quick = create_model("unet", num_classes=6, base_channels=16, depth=4)
+    assert quick.down[-1][1][0].out_channels == 256  # 16 * 2**4 at the bottom
+    with torch.no_grad():
+        assert quick.eval()(torch.randn(1, 3, 50, 70)).shape == (1, 6, 50, 70)
+
+
+def test_fcn_resnet_encoder_and_deeplab_stride_8():
+    fcn = create_model("fcn8s", num_classes=4, encoder="resnet18", width=8, fc_channels=16).eval()
+    dl = create_model("deeplabv3plus", num_classes=4, encoder="resnet18", width=8, output_stride=8,
+                      aspp_channels=8, low_level_channels=4).eval()
+    assert dl.encoder.output_stride == 8
+    with torch.no_grad():
+        assert fcn(torch.randn(1, 3, 40, 41)).shape == (1, 4, 40, 41)
+        assert dl(torch.randn(1, 3, 40, 41)).shape == (1, 4, 40, 41)
+
+
+def test_transposed_upsampler_bilinear_init_interpolates_and_scales_exactly():
+    up = transposed_upsampler(2, 2, 8, bilinear_init=True)
+    y = up(torch.ones(1, 2, 6, 6))
+    assert y.shape == (1, 2, 48, 48)  # exactly 8x
+    assert up.kernel_size[0] % up.stride[0] == 0  # no checkerboard: kernel divisible by stride
+    # Away from the border a constant image stays constant (bilinear weights sum to 1 per pixel).
+    torch.testing.assert_close(y[:, :, 8:-8, 8:-8], torch.ones(1, 2, 32, 32))
+
+
+def test_sliding_window_really_classifies_each_crop():
+    """The dense output equals the patch CNN applied to the crop around each pixel."""
+    model = small("sliding_window", chunk_pixels=7).eval()
+    x = torch.randn(1, 3, 12, 11)
+    with torch.no_grad():
+        dense = model(x)
+        p = model.cfg.patch_size
+        padded = torch.nn.functional.pad(x, [p // 2] * 4, mode="replicate")
+        for yy, xx in [(0, 0), (5, 7), (11, 10)]:
+            crop = padded[:, :, yy : yy + p, xx : xx + p]
+            torch.testing.assert_close(dense[0, :, yy, xx], model.patch(crop)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_model_cost_counts_conv_flops():
+    model = create_model("fullres_cnn", num_classes=2, depth=1, width=4, dilated=False)
+    cost = model_cost(model, (1, 3, 10, 10))
+    # conv 3->4 3x3 + head 4->2 1x1, 2 FLOPs per MAC, 100 pixels.
+    assert cost["gflops"] == pytest.approx(2 * 100 * (3 * 4 * 9 + 4 * 2) / 1e9)
+    assert cost["params"] == (3 * 4 * 9 + 4 * 2) + 2 + 2 * 4  # conv (no bias, BN), head bias, BN affine
+
+
+@pytest.mark.slow
+def test_models_cli_lists_every_model_as_json():
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-m", "pixelwise", "models", "--json"], capture_output=True, text=True,
+                         check=True).stdout
+    listed = {row["name"]: row for row in json.loads(out)}
+    assert set(listed) == set(MODELS)
+    assert listed["unet"]["params"] == model_info("unet")["params"] > 0
+
+
+if __name__ == "__main__":
+    if "--update-frozen" not in sys.argv:
+        sys.exit("usage: python tests/test_models.py --update-frozen")
+    FROZEN_PATH.write_text(json.dumps({name: frozen_summary(name) for name in MODELS}, indent=1) + "\n")
+    print(f"wrote {FROZEN_PATH} ({len(MODELS)} models)")
