@@ -1,0 +1,81 @@
+"""`pixelwise predict MODEL INPUTS... --out DIR`: label maps, overlays, probabilities, a CSV."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="predict label maps for image files, folders or globs",
+        description="Run a checkpoint (.pt) or an exported .onnx model over images. Writes OUT/labels/*.png "
+                    "(palette PNGs, pixel = class id), OUT/overlays/*.png, optional OUT/probs/, and "
+                    "OUT/class_shares.csv. Unreadable files are skipped and listed; the exit status is 1 "
+                    "if any failed.",
+    )
+    p.add_argument("model", help="checkpoint .pt (e.g. RUN_DIR/checkpoints/best.pt), a run folder, or an .onnx file")
+    p.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--probs", choices=["npy", "png8", "png16"], default=None,
+                   help="also write probabilities: .npy float16 (K,H,W), or one 8/16-bit PNG per class")
+    p.add_argument("--no-overlay", action="store_true", help="do not write overlays")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours (default 0.5)")
+    p.add_argument("--tta", default=None, help="test-time augmentation, e.g. 'hflip,vflip,scale:0.75,1.0,1.25'")
+    p.add_argument("--tile", type=int, default=512, help="tile size for large images (default 512)")
+    p.add_argument("--overlap", type=int, default=128, help="tile overlap in pixels (default 128)")
+    p.add_argument("--blend", choices=["gaussian", "linear"], default="gaussian", help="tile blending window")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="images with more pixels than this are tiled (default 1048576)")
+    p.add_argument("--batch-size", type=int, default=4, help="same-size images per forward pass (default 4)")
+    p.add_argument("--tile-batch-size", type=int, default=None,
+                   help="tiles per forward pass for large images (default: 1 on CPU, 4 on GPU; bounds memory)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (checkpoints only)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="autocast precision (checkpoints only; auto = bf16 where it is fast)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _resolve_model_path(text: str):
+    from pathlib import Path
+
+    path = Path(text)
+    if path.is_dir():  # a run folder
+        for candidate in (path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt"):
+            if candidate.is_file():
+                return candidate
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    from pixelwise.errors import CheckpointError, ConfigError
+    from pixelwise.inference.outputs import predict_to_folder
+    from pixelwise.inference.predictor import DEFAULT_MAX_PIXELS, Predictor, iter_images
+
+    if args.tile < 16 or not 0 <= args.overlap < args.tile:
+        raise ConfigError(f"need --tile >= 16 and 0 <= --overlap < --tile (got {args.tile}, {args.overlap})")
+    if args.batch_size < 1 or (args.tile_batch_size is not None and args.tile_batch_size < 1):
+        raise ConfigError("--batch-size and --tile-batch-size must be at least 1")
+    model_path = _resolve_model_path(args.model)
+    if not model_path.exists():
+        raise CheckpointError(f"{model_path}: no such checkpoint or ONNX file")
+    paths = iter_images(args.inputs)
+    if not paths:
+        raise ConfigError("no image files found in the inputs")
+    predictor = Predictor.load(
+        model_path, device=args.device, precision=args.precision, tta=args.tta,
+        tile=args.tile, overlap=args.overlap, blend=args.blend, batch_size=args.batch_size,
+        tile_batch_size=args.tile_batch_size,
+        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+    )
+    report = predict_to_folder(predictor, paths, args.out, probs=args.probs, overlays=not args.no_overlay,
+                               alpha=args.alpha, progress=not args.no_progress)
+    print(f"predicted {len(report.written)} image(s) into {args.out} (class shares: {report.csv_path})")
+    if report.failed:
+        print(f"{len(report.failed)} input(s) failed:", file=sys.stderr)
+        for path, problem in report.failed:
+            print(f"  {path}: {problem}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,142 @@
+"""Predict many image files into a folder: label PNGs, overlays, probability maps, a CSV.
+
+Layout of OUT:
+    labels/NAME.png          palette PNG, pixel = class id (multilabel: bit c = class c; >8 classes: .npy)
+    overlays/NAME.png        image blended with the class colours, legend of the classes present
+    probs/NAME.npy           float16 (K, H, W)              with probs="npy"
+    probs/NAME/IDX_CLASS.png one 8- or 16-bit PNG per class  with probs="png8" / "png16"
+    class_shares.csv         image, width, height, one column per class: share of pixels
+
+Images are read one by one; same-size images are batched. An unreadable file is skipped
+with a message naming it, and listed in the returned report.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+from PIL import Image
+
+from pixelwise.data.io import read_image
+from pixelwise.errors import DataError, PixelwiseError
+from pixelwise.inference.predictor import Prediction, Predictor
+from pixelwise.visualize import add_legend, overlay, save_label_png, save_multilabel_png
+
+ProbFormat = Literal["npy", "png8", "png16"]
+
+
+@dataclass
+class PredictReport:
+    written: list[Path] = field(default_factory=list)        # input files predicted
+    failed: list[tuple[Path, str]] = field(default_factory=list)  # (input file, problem)
+    csv_path: Path | None = None
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
+
+
+def output_names(paths: Sequence[Path]) -> list[str]:
+    """A unique file stem per input (same stem in two folders -> NAME, NAME_2, ...)."""
+    seen: dict[str, int] = {}
+    names = []
+    for path in paths:
+        stem = _safe(path.stem)
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return names
+
+
+def predict_to_folder(predictor: Predictor, paths: Sequence[Path], out: str | Path, *,
+                      probs: ProbFormat | None = None, overlays: bool = True, alpha: float = 0.5,
+                      progress: bool = True) -> PredictReport:
+    """Predict every file in `paths` and write the outputs described in the module docstring."""
+    if probs not in (None, "npy", "png8", "png16"):
+        raise PixelwiseError(f"unknown probability format {probs!r}; accepted: npy, png8, png16")
+    if probs and predictor.decodes:
+        raise PixelwiseError(f"{predictor.source}: the ONNX graph outputs labels only; "
+                             "export it without --with-decoding to write probabilities")
+    out = Path(out)
+    for sub in ("labels", "overlays" if overlays else None, "probs" if probs else None):
+        if sub:
+            (out / sub).mkdir(parents=True, exist_ok=True)
+    report = PredictReport(csv_path=out / "class_shares.csv")
+    names = output_names(paths)
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress or None, file=sys.stderr)
+    pending: dict[tuple[int, ...], list[tuple[Path, str, np.ndarray]]] = {}
+
+    with open(report.csv_path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "width", "height", *predictor.class_names])
+
+        def flush(key: tuple[int, ...]) -> None:
+            group = pending.pop(key, [])
+            if not group:
+                return
+            preds = predictor.predict([img for _, _, img in group], return_probabilities=probs is not None)
+            for (path, name, image), pred in zip(group, preds):
+                _write_one(predictor, out, name, image, pred, probs, overlays, alpha)
+                shares = predictor.class_shares(pred.labels)
+                writer.writerow([path.as_posix(), image.shape[1], image.shape[0], *(f"{s:.6f}" for s in shares)])
+                report.written.append(path)
+            bar.update(len(group))
+
+        for path, name in zip(paths, names):
+            try:
+                image = read_image(path)
+                predictor.preprocess.channels(image[:1, :1], str(path))  # wrong channel count: this file only
+            except DataError as exc:
+                report.failed.append((path, exc.problem))
+                bar.write(f"skipped {path}: {exc.problem}", file=sys.stderr)
+                bar.update(1)
+                continue
+            key = tuple(image.shape)
+            pending.setdefault(key, []).append((path, name, image))
+            big = image.shape[0] * image.shape[1] > predictor.max_pixels
+            if big or len(pending[key]) >= predictor.batch_size:
+                flush(key)
+        for key in list(pending):
+            flush(key)
+    bar.close()
+    return report
+
+
+def _write_one(predictor: Predictor, out: Path, name: str, image: np.ndarray, pred: Prediction,
+               probs: ProbFormat | None, overlays: bool, alpha: float) -> None:
+    labels = pred.labels
+    if labels.ndim == 3:  # multilabel masks
+        if labels.shape[0] <= 8:
+            save_multilabel_png(out / "labels" / f"{name}.png", labels)
+        else:
+            np.save(out / "labels" / f"{name}.npy", labels)
+        present = [c for c in range(labels.shape[0]) if (labels[c] == 1).any()]
+    else:
+        save_label_png(out / "labels" / f"{name}.png", labels, predictor.colors)
+        present = [int(c) for c in np.unique(labels) if c < len(predictor.class_names)]
+    if overlays:
+        blended = overlay(image, labels, predictor.colors, alpha=alpha, ignore_index=None)
+        picture = add_legend(blended, predictor.class_names, predictor.colors, present=present)
+        Image.fromarray(picture).save(out / "overlays" / f"{name}.png")
+    if probs and pred.probabilities is not None:
+        p = pred.probabilities
+        if probs == "npy":
+            np.save(out / "probs" / f"{name}.npy", p.astype(np.float16))
+            return
+        folder = out / "probs" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        channel_names = predictor.class_names if p.shape[0] == len(predictor.class_names) else \
+            [predictor.class_names[-1]] if p.shape[0] == 1 else [str(i) for i in range(p.shape[0])]
+        for c in range(p.shape[0]):
+            if probs == "png8":
+                data = np.rint(p[c] * 255).astype(np.uint8)
+            else:
+                data = np.rint(p[c] * 65535).astype(np.uint16)
+            Image.fromarray(data).save(folder / f"{c}_{_safe(channel_names[c])}.png")
