@@ -1,0 +1,255 @@
+"""Render BENCHMARKS.md from the JSON written by `pixelwise bench --out FILE.json`.
+
+    python bench/make_benchmarks_md.py bench/results.json BENCHMARKS.md \
+        [--quality camvid=runs/camvid --quality isbi=runs/isbi --quality quickstart=runs/quickstart]
+
+Quality rows come from run folders (RUN_DIR/eval/metrics.json and RUN_DIR/run.json), either
+given here with --quality or stored in the JSON by `pixelwise bench --quality-runs`.
+BENCHMARKS.md is always regenerated, never edited by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+# SegNet-Basic on the CamVid 11-class test set, as published (Badrinarayanan, Kendall and
+# Cipolla, "SegNet", TPAMI 2017, Table 1): the reference our CamVid row is compared with.
+SEGNET_BASIC = {"miou": 46.3, "pixel_accuracy": 82.8, "mean_accuracy": 62.3}
+
+AREA_TITLES = {
+    "matmul": "Matmul peak (the physical reference)",
+    "confusion": "Confusion-matrix update vs torchmetrics",
+    "models": "Models at 512x512: training and inference images/s",
+    "loader": "Data loading vs training",
+    "tiling": "Tiled inference on a large image",
+    "onnx": "ONNX Runtime vs PyTorch eager",
+    "sliding_window": "Sliding-window classifier vs FCN-8s",
+    "serve": "HTTP service under load",
+}
+
+# Keys under which run.json may record the wall time of a run, in seconds.
+WALL_TIME_KEYS = ("wall_time_s", "wall_seconds", "wall_time", "train_seconds", "elapsed_s",
+                  "duration_s", "total_seconds")
+
+
+class QualityRunError(Exception):
+    """A quality run folder is missing its metrics or they are unreadable."""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise QualityRunError(f"{path}: missing (run `pixelwise evaluate` on the run folder first)") from None
+    except (OSError, ValueError) as exc:
+        raise QualityRunError(f"{path}: unreadable JSON ({exc})") from None
+
+
+def _wall_time(info: dict[str, Any]) -> float | None:
+    """The run's wall time in seconds from run.json, searching one level of nesting."""
+    for scope in [info] + [v for v in info.values() if isinstance(v, dict)]:
+        for key in WALL_TIME_KEYS:
+            if isinstance(scope.get(key), (int, float)):
+                return float(scope[key])
+    return None
+
+
+def read_quality_run(name: str, run_dir: Path) -> dict[str, Any]:
+    """One quality row from a run folder: dataset-level metrics, foreground scores, wall time."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise QualityRunError(f"{run_dir}: not a run folder (quality run {name!r})")
+    metrics = _read_json(run_dir / "eval" / "metrics.json")
+    info = _read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
+    per_class = metrics.get("per_class") or {}
+    row: dict[str, Any] = {
+        "name": name,
+        "run_dir": str(run_dir),
+        "miou": metrics.get("miou"),
+        "pixel_accuracy": metrics.get("pixel_accuracy"),
+        "mean_accuracy": metrics.get("mean_accuracy"),
+        "mean_dice": metrics.get("mean_dice"),
+        "num_images": metrics.get("num_images"),
+        "wall_time_s": _wall_time(info),
+        "model": _describe(info.get("model")),
+        "dataset": _describe(info.get("dataset")),
+    }
+    if len(per_class) == 2:  # binary: the foreground class (ISBI membranes) is the second one
+        fg_name, fg = list(per_class.items())[1]
+        row["foreground"] = {"name": fg_name, "iou": fg.get("iou"), "dice": fg.get("dice")}
+    return row
+
+
+def _describe(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        for key in ("name", "spec", "root", "path"):
+            if isinstance(value.get(key), str):
+                return value[key]
+    return json.dumps(value)[:60]
+
+
+def cell(value: Any) -> str:
+    """A table cell: 3 significant figures for floats, a dash for missing values."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value != value:
+            return "NaN"
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    headers = [cell(h) for h in headers]  # a "|" in a header would split the column
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def _verdict(passed: bool | None) -> str:
+    return {True: "PASS", False: "FAIL", None: "not measured"}[passed]
+
+
+def render_goals(areas: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, area in areas.items():
+        for g in area.get("goals", []):
+            measured = "—" if g.get("measured") is None else f"{cell(g['measured'])}{g.get('unit', '')}"
+            rows.append([name, cell(g["goal"]), cell(g["target"]), measured, _verdict(g.get("passed"))])
+    if not rows:
+        return ["No goals were measured in this run."]
+    return table(["Area", "Goal", "Target", "Measured", "Result"], rows)
+
+
+def render_area(name: str, area: dict[str, Any]) -> list[str]:
+    lines = [f"## {AREA_TITLES.get(name, name)}", ""]
+    if area.get("status") != "ok":
+        lines += [f"*{area.get('status', 'error')}: {area.get('reason', 'no reason recorded')}* "
+                  f"(command: `{area.get('command', '')}`)", ""]
+        return lines
+    columns = area.get("columns", [])
+    rows = []
+    for row in area.get("rows", []):
+        cells = []
+        for key, _ in columns:
+            value = row.get(key)
+            cells.append(f"`{value}`" if key == "command" and value else cell(value))
+        rows.append(cells)
+    lines += table([header for _, header in columns], rows) + [""]
+    for note in area.get("notes", []):
+        lines += [f"- {note}"]
+    lines += [f"- Area wall time: {cell(area.get('seconds'))} s.", ""]
+    return lines
+
+
+def render_quality(quality: dict[str, Any]) -> list[str]:
+    lines = ["## Quality (test-set metrics of trained runs)", ""]
+    if not quality:
+        return lines + ["No quality runs recorded. Add them with `--quality NAME=RUN_DIR` (this script) or "
+                        "`pixelwise bench --quality-runs NAME=RUN_DIR ...`.", ""]
+    headers = ["Run", "Data", "Model", "mIoU %", "Global acc %", "Class-avg acc %", "Mean Dice %",
+               "Foreground IoU / Dice %", "Images", "Wall time", "vs SegNet-Basic mIoU 46.3", "Run folder"]
+    rows = []
+    for name, q in quality.items():
+        fg = q.get("foreground")
+        fg_text = f"{fg['name']}: {_percent(fg.get('iou'))} / {_percent(fg.get('dice'))}" if fg else "—"
+        wall = q.get("wall_time_s")
+        wall_text = "—" if wall is None else f"{wall / 60:.1f} min"
+        is_camvid = "camvid" in name.lower() or "camvid" in (q.get("dataset") or "").lower()
+        versus = "—"
+        if is_camvid and q.get("miou") is not None:
+            versus = "PASS" if 100 * q["miou"] > SEGNET_BASIC["miou"] else "FAIL"
+        rows.append([cell(name), cell(q.get("dataset")), cell(q.get("model")), _percent(q.get("miou")),
+                     _percent(q.get("pixel_accuracy")), _percent(q.get("mean_accuracy")),
+                     _percent(q.get("mean_dice")), fg_text, cell(q.get("num_images")), wall_text, versus,
+                     f"`{q.get('run_dir')}`"])
+        if is_camvid:
+            rows.append(["SegNet-Basic (published, CamVid test)", "CamVid 11 classes", "segnet_basic",
+                         f"{SEGNET_BASIC['miou']}", f"{SEGNET_BASIC['pixel_accuracy']}",
+                         f"{SEGNET_BASIC['mean_accuracy']}", "—", "—", "233", "—", "reference",
+                         "Badrinarayanan et al., TPAMI 2017, Table 1"])
+    return lines + table(headers, rows) + [
+        "", "- Metrics from RUN_DIR/eval/metrics.json (`pixelwise evaluate`), wall time from RUN_DIR/run.json.",
+        "- Global acc = pixel accuracy; class-avg acc = mean per-class recall; absent classes are left out "
+        "of means (docs/architecture.md).", ""]
+
+
+def render(doc: dict[str, Any], source: str = "bench/results.json") -> str:
+    """The whole BENCHMARKS.md text for one results document."""
+    machine = doc.get("machine", {})
+    lines = [
+        "<!-- GENERATED FILE: do not edit by hand. -->",
+        "# Benchmarks",
+        "",
+        f"Generated by `bench/make_benchmarks_md.py` from `{source}`. To regenerate: "
+        "`make bench && make benchmarks-md` (that is `pixelwise bench --out bench/results.json`, then "
+        "`python bench/make_benchmarks_md.py bench/results.json BENCHMARKS.md`).",
+        "",
+        f"Measured {machine.get('date', 'at an unknown date')} with `{doc.get('command', 'pixelwise bench')}`. "
+        "Each figure is the median of several timed runs after warm-up, with min and max; variants "
+        "compared in one row were timed interleaved (A B A B ...), and ratios are medians of per-round ratios.",
+        "",
+    ]
+    if doc.get("quick"):
+        lines += ["> **Quick run**: smoke-test sizes and repeats; these figures are not representative.", ""]
+    lines += ["## Machine", ""]
+    lines += table(["Property", "Value"], [
+        ["CPU", cell(machine.get("cpu_model"))],
+        ["CPU features", cell(", ".join(machine.get("cpu_flags", [])) or None)],
+        ["Cores (logical / usable)", f"{cell(machine.get('logical_cores'))} / {cell(machine.get('usable_cores'))}"],
+        ["Memory", f"{cell(machine.get('memory_gib'))} GiB"],
+        ["torch", cell(machine.get("torch"))],
+        ["torch threads", cell(machine.get("torch_threads"))],
+        ["Python", cell(machine.get("python"))],
+        ["Platform", cell(machine.get("platform"))],
+        ["Date", cell(machine.get("date"))],
+    ]) + ["", "## Goals", ""] + render_goals(doc.get("areas", {})) + [""]
+    for name, area in doc.get("areas", {}).items():
+        lines += render_area(name, area)
+    lines += render_quality(doc.get("quality") or {})
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Render BENCHMARKS.md from pixelwise bench results.")
+    parser.add_argument("results", type=Path, help="JSON written by `pixelwise bench --out`")
+    parser.add_argument("output", type=Path, help="markdown file to write (BENCHMARKS.md)")
+    parser.add_argument("--quality", action="append", default=[], metavar="NAME=RUN_DIR",
+                        help="add a quality row from a run folder (repeatable); overrides the JSON's entry")
+    args = parser.parse_args(argv)
+    try:
+        doc = json.loads(args.results.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        print(f"error: {args.results}: cannot read benchmark results ({exc}); run `make bench` first",
+              file=sys.stderr)
+        return 2
+    quality = dict(doc.get("quality") or {})
+    try:
+        for entry in args.quality:
+            name, sep, run_dir = entry.partition("=")
+            if not sep or not name or not run_dir:
+                raise QualityRunError(f"--quality expects NAME=RUN_DIR, got {entry!r}")
+            quality[name] = read_quality_run(name, Path(run_dir))
+    except QualityRunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    doc["quality"] = quality
+    args.output.write_text(render(doc, source=str(args.results)), encoding="utf-8")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

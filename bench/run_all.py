@@ -1,0 +1,124 @@
+"""Run the benchmark areas in order and collect one JSON document (the input of BENCHMARKS.md).
+
+Entry points: `pixelwise bench [--quick] [--only AREA,...] [--out FILE.json]`, or
+`python -m bench.run_all ...` from the repository root with the same flags.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.harness import Context, machine_info, make_context, not_available
+
+SCHEMA = "pixelwise-bench/1"
+
+# Area name -> module under bench/, run in this order (cheap, reference figures first).
+AREAS: dict[str, str] = {
+    "matmul": "bench.bench_matmul",
+    "confusion": "bench.bench_confusion",
+    "models": "bench.bench_models",
+    "loader": "bench.bench_loader",
+    "tiling": "bench.bench_tiling",
+    "onnx": "bench.bench_onnx",
+    "sliding_window": "bench.bench_sliding_window",
+    "serve": "bench.serve_area",
+}
+
+
+def parse_only(only: str | None) -> list[str]:
+    """Validate a comma-separated --only list against the known areas (all when None)."""
+    if not only:
+        return list(AREAS)
+    names = [name.strip() for name in only.split(",") if name.strip()]
+    unknown = [name for name in names if name not in AREAS]
+    if unknown:
+        raise ValueError(f"unknown benchmark area(s) {', '.join(unknown)}; known: {', '.join(AREAS)}")
+    return names
+
+
+def missing_piece(exc: ImportError) -> str:
+    """A one-line reason naming the module that is not there yet."""
+    return f"not available: cannot import {exc.name or exc}" if isinstance(exc, ModuleNotFoundError) \
+        else f"not available: {exc}"
+
+
+def run_area(name: str, ctx: Context) -> dict[str, Any]:
+    """Run one area; a missing piece becomes 'not available', any other failure 'error'."""
+    command = ctx.command(name)
+    start = time.perf_counter()
+    try:
+        module = importlib.import_module(AREAS[name])
+        result = module.run(ctx)
+    except ImportError as exc:
+        result = not_available(missing_piece(exc).removeprefix("not available: "), command)
+    except Exception as exc:  # one broken area must not hide the others' figures
+        result = {"status": "error", "reason": f"{type(exc).__name__}: {exc}", "command": command,
+                  "traceback": traceback.format_exc(), "rows": [], "goals": []}
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    return result
+
+
+def run_benchmarks(
+    *,
+    quick: bool = False,
+    only: list[str] | None = None,
+    quality: dict[str, dict[str, Any]] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the chosen areas (all by default) and return the results document.
+
+    `quality` holds rows already read by `make_benchmarks_md.read_quality_run`, stored as is.
+    """
+    areas = only or list(AREAS)
+    prefix = "pixelwise bench"
+    ctx = make_context(quick, command_prefix=prefix, results={}, log=log)
+    doc: dict[str, Any] = {
+        "schema": SCHEMA,
+        "quick": quick,
+        "command": " ".join([prefix] + (["--quick"] if quick else []) + (["--only", ",".join(areas)] if only else [])),
+        "machine": machine_info(),
+        "areas": ctx.results,
+    }
+    for index, name in enumerate(areas, 1):
+        log(f"[{index}/{len(areas)}] {name} ...")
+        result = run_area(name, ctx)
+        ctx.results[name] = result
+        status = result["status"] if result["status"] == "ok" else f"{result['status']}: {result.get('reason')}"
+        log(f"[{index}/{len(areas)}] {name}: {status} ({result['seconds']} s)")
+    if quality:
+        doc["quality"] = quality
+    return doc
+
+
+def write_results(doc: dict[str, Any], path: Path) -> None:
+    """Write the results JSON (NaN becomes null so any JSON reader accepts it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(json_safe(doc), indent=2, allow_nan=False)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN float replaced by None (strict JSON has no NaN)."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pixelwise.cli import main as cli_main
+
+    return cli_main(["bench", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
