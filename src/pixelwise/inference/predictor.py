@@ -337,7 +337,11 @@ def iter_images(inputs: Iterable[str | Path]) -> list[Path]:
         text = str(item)
         path = Path(text)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and is_image_name(p.name))
+            # A looping or dangling symlink is not is_file(); keep it so reading it reports the
+            # problem by name instead of the file silently vanishing from the batch.
+            found += sorted(
+                p for p in path.rglob("*") if (p.is_file() or p.is_symlink()) and is_image_name(p.name)
+            )
         elif path.is_file():
             found.append(path)
         elif any(ch in text for ch in "*?["):
