@@ -1,0 +1,39 @@
+"""`pixelwise data check PATH` and `pixelwise data stats PATH`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("data", help="check a data set or print its statistics")
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    check = sub.add_parser("check", help="report every problem in a data folder; exit 1 if there are errors")
+    check.add_argument("path", help="data folder (any supported layout) or synthetic:shapes / synthetic:wafer")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.set_defaults(func=run_check)
+    stats = sub.add_parser("stats", help="counts, sizes, class shares, mean/std, suggested task, weights, crop")
+    stats.add_argument("path", help="data folder (any supported layout) or synthetic:shapes / synthetic:wafer")
+    stats.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    stats.add_argument("--no-mean-std", action="store_true", help="skip the mean/std pass over the images")
+    stats.set_defaults(func=run_stats)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from pixelwise.data.check import check_data
+
+    report = check_data(args.path)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(report.summary())
+    return 0 if report.ok else 1
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from pixelwise.data.stats import compute_stats, format_stats
+
+    stats = compute_stats(args.path, mean_std=not args.no_mean_std)
+    print(json.dumps(stats, indent=1) if args.json else format_stats(stats))
+    return 0
