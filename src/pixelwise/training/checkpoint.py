@@ -108,3 +108,86 @@ def build_model(checkpoint: dict[str, Any]) -> nn.Module:
     except RuntimeError as exc:
         raise CheckpointError(f"weights do not match model {spec['name']!r}: {_first_line(exc)}") from None
     return model.eval()
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """RNG states of torch, numpy and python `random` as tensors and plain lists.
+
+    numpy's and python's states are tuples holding arrays/ints; stored as lists so the
+    checkpoint still loads with weights_only=True.
+    """
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached)},
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of `capture_rng_state`."""
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state((n["kind"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+SAFETENSORS_METADATA_KEY = "pixelwise"
+
+
+def save_safetensors(path: str | Path, checkpoint: dict[str, Any]) -> Path:
+    """Weights for deployment: RUN_DIR/model.safetensors with the model spec, task, classes and
+    preprocess as JSON under the header metadata key "pixelwise"."""
+    import json
+
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {key: checkpoint.get(key) for key in ("model", "task", "classes", "preprocess")}
+    meta["format"] = FORMAT
+    # safetensors refuses tensors that share storage; clone gives each its own.
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in checkpoint["state_dict"].items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata={SAFETENSORS_METADATA_KEY: json.dumps(meta)})
+    os.replace(tmp, path)
+    return path
+
+
+def load_safetensors(path: str | Path) -> dict[str, Any]:
+    """Read model.safetensors back as a checkpoint-shaped dict (model, task, classes, preprocess, state_dict)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        state = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own SafetensorError and OSError
+        raise CheckpointError(f"{path}: not a readable safetensors file: {_first_line(exc)}") from None
+    if SAFETENSORS_METADATA_KEY not in metadata:
+        raise CheckpointError(f"{path}: safetensors file lacks pixelwise metadata (model spec, task)")
+    meta = json.loads(metadata[SAFETENSORS_METADATA_KEY])
+    return {**meta, "state_dict": state}
