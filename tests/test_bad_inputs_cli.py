@@ -415,8 +415,6 @@ def test_predict_cli_large_image_stays_within_memory(tmp_path, checkpoint):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="evaluate runs whole-image inference (training/loop.py:predict_logits has no "
-                          "tiling fallback); reported to the training owner", strict=True)
 def test_evaluate_large_image_uses_tiling(tmp_path, checkpoint):
     need("evaluate")
     root = tmp_path / "data"

@@ -168,9 +168,7 @@ def test_safetensors_round_trip_rebuilds_the_same_model(tmp_path):
 
 @pytest.mark.parametrize("problem", [
     "truncated",
-    pytest.param("bad-metadata", marks=pytest.mark.xfail(
-        reason="checkpoint.py:load_safetensors lets json.JSONDecodeError escape on malformed metadata; "
-               "reported to the training owner", strict=True)),
+    "bad-metadata",
     "no-metadata",
 ])
 def test_broken_safetensors_raise_checkpoint_error(tmp_path, problem):
@@ -191,8 +189,6 @@ def test_broken_safetensors_raise_checkpoint_error(tmp_path, problem):
     assert path.name in str(info.value)
 
 
-@pytest.mark.xfail(reason="checkpoint.py:load_checkpoint has no .safetensors branch, so predict refuses "
-                          "RUN_DIR/model.safetensors; reported to the training owner", strict=True)
 def test_predict_cli_accepts_model_safetensors(tmp_path):
     # The run folder's deployable weights (model.safetensors) work wherever a checkpoint does.
     if not command_exists("predict"):

@@ -27,10 +27,10 @@ from pixelwise.data.classes import ClassTable
 SHAPE_KINDS = ("circle", "square", "triangle", "star")
 SHAPE_CLASSES = ("background",) + SHAPE_KINDS
 SHAPE_COLORS = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25)]
-# Hue bands 0.25 apart, each drawn +-0.15: neighbouring bands overlap at their edges, so
+# Hue bands 0.25 apart, each drawn +-0.13: neighbouring bands overlap at their edges, so
 # colour usually tells the class (quick to learn) and shape has to decide in the overlaps.
 _HUE_CENTER = {"circle": 0.0, "square": 0.25, "triangle": 0.5, "star": 0.75}
-_HUE_SPREAD = 0.15
+_HUE_SPREAD = 0.13
 # Circumradius factors that bring the kinds' areas closer (a triangle covers 0.41 r^2, a circle
 # 3.14 r^2): without them thin triangles are a rare, slow-to-learn class.
 _SIZE_SCALE = {"circle": 0.9, "square": 1.0, "triangle": 1.35, "star": 1.25}

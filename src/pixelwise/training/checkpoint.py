@@ -75,6 +75,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.suffix.lower() == ".safetensors":
+        # Deployment weights (model.safetensors) carry the same model spec, task and classes.
+        return load_safetensors(path)
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -189,5 +192,10 @@ def load_safetensors(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable safetensors file: {_first_line(exc)}") from None
     if SAFETENSORS_METADATA_KEY not in metadata:
         raise CheckpointError(f"{path}: safetensors file lacks pixelwise metadata (model spec, task)")
-    meta = json.loads(metadata[SAFETENSORS_METADATA_KEY])
+    try:
+        meta = json.loads(metadata[SAFETENSORS_METADATA_KEY])
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: the pixelwise metadata in this safetensors file is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or "model" not in meta or "task" not in meta:
+        raise CheckpointError(f"{path}: the pixelwise metadata lacks the model spec or the task")
     return {**meta, "state_dict": state}

@@ -43,12 +43,28 @@ class Precision:
         return images
 
 
-def predict_logits(model: nn.Module, images: Tensor) -> Tensor:
+def predict_logits(model: nn.Module, images: Tensor, max_pixels: int | None = None) -> Tensor:
     """Logits (N, C, H, W) for normalised images (N, C_in, H, W), as float32.
 
-    The single seam where test-time augmentation or tiled inference plugs in.
+    The single seam where test-time augmentation or tiled inference plugs in. Images larger
+    than `max_pixels` (default: the Predictor's budget) go through overlapping tiles with
+    blended logits, so a huge evaluation image never needs whole-image activations.
     """
-    return model(images).float()
+    from pixelwise.inference.predictor import DEFAULT_MAX_PIXELS
+    from pixelwise.inference.tiling import tiled_logits
+
+    budget = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    height, width = images.shape[-2:]
+    if height * width <= budget:
+        return model(images).float()
+    per_image = []
+    for image in images:
+        # Already normalised: hand the float HWC array through unscaled, one tile per forward.
+        hwc = image.float().permute(1, 2, 0).cpu().numpy()
+        logits = tiled_logits(lambda x: model(x.to(images.device)), hwc, batch_size=1,
+                              preprocess=lambda tile: torch.from_numpy(tile.copy()).permute(2, 0, 1))
+        per_image.append(torch.from_numpy(logits))
+    return torch.stack(per_image).to(images.device)
 
 
 @dataclass
