@@ -24,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--save-predictions", type=int, default=0, metavar="N",
                         help="also write predictions/ and overlays/ for the first N images")
+    parser.add_argument("--tta", help="test-time augmentation, e.g. 'hflip' or 'hflip,scale:0.75,1.0,1.25'")
     parser.set_defaults(func=run)
 
 
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(args.source, data=args.data, split=args.split, out_dir=args.out,
                                  batch_size=args.batch_size, device=args.device, amp=args.amp, limit=args.limit,
                                  num_workers=args.num_workers, save_predictions=args.save_predictions,
-                                 verbose=not args.json)
+                                 verbose=not args.json, tta=args.tta)
     if args.json:
         print(json.dumps(jsonable(result), indent=2))
     from pixelwise.training.distributed import cleanup

@@ -148,4 +148,17 @@ def with_tta(model_fn: ModelFn, task: Task, views: Sequence[View]) -> ModelFn:
     return run
 
 
-__all__ = ["View", "parse_tta", "tta_probabilities", "probabilities_to_logits", "with_tta"]
+class TTAModel(torch.nn.Module):
+    """Wraps a model so its forward returns TTA logits; lets evaluation loops stay unchanged."""
+
+    def __init__(self, model: torch.nn.Module, task: Task, views: Sequence[View]):
+        super().__init__()
+        self.model = model
+        self.task = task
+        self.views = list(views)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return with_tta(self.model, self.task, self.views)(x)
+
+
+__all__ = ["View", "parse_tta", "tta_probabilities", "probabilities_to_logits", "with_tta", "TTAModel"]

@@ -147,11 +147,13 @@ def save_prediction_images(run_dir: Path, dataset: Any, index: int, pred: np.nda
 def evaluate_checkpoint(source: str | Path, *, data: str | None = None, split: str = "test",
                         out_dir: str | Path | None = None, batch_size: int = 1, device: str = "auto",
                         amp: str = "auto", limit: int | None = None, num_workers: int = 0,
-                        save_predictions: int = 0, n_resamples: int = 1000, verbose: bool = True) -> dict[str, Any]:
+                        save_predictions: int = 0, n_resamples: int = 1000, verbose: bool = True,
+                        tta: str | None = None) -> dict[str, Any]:
     """Score a checkpoint (or a run folder's best checkpoint) on `split` of `data` (default:
     the data it was trained on). Returns the result dict; writes the eval files on rank 0.
 
     `save_predictions=N` also writes predictions/ and overlays/ for the first N images.
+    `tta` (e.g. "hflip,scale:0.75,1.0,1.25") averages probabilities over those views.
     """
     from pixelwise.data import build_transforms, open_dataset
     from pixelwise.tasks import Task
@@ -187,6 +189,10 @@ def evaluate_checkpoint(source: str | Path, *, data: str | None = None, split: s
     precision = resolve_precision(amp, "auto", dev)
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if tta:
+        from pixelwise.inference.tta import TTAModel, parse_tta
+
+        model = TTAModel(model, task, parse_tta(tta))
 
     per_image: list[tuple[int, str, np.ndarray]] = []
     cursor = iter(indices)
@@ -213,7 +219,7 @@ def evaluate_checkpoint(source: str | Path, *, data: str | None = None, split: s
     total = scored["confusion"].matrix.cpu().numpy()
     result = score_matrices(total, [(name, m) for _, name, m in per_image], class_names, n_resamples)
     result.update({"checkpoint": str(ckpt_path), "data": data, "split": split,
-                   "epoch": ckpt.get("epoch"), "task": task.kind})
+                   "epoch": ckpt.get("epoch"), "task": task.kind, "tta": tta or None})
     if info.is_main:
         write_eval_files(out, result, class_names)
         if verbose:
