@@ -153,18 +153,11 @@ def _all_reduce_sum(t: Tensor) -> Tensor:
     return t
 
 
-class ConfusionMatrix:
-    """Streaming (C, C) confusion matrix for multiclass and binary (2 classes) label maps."""
+class _StreamingCounts:
+    """Shared behaviour of the streaming accumulators: an int64 count tensor that sums across
+    batches and across processes, and scores computed from it."""
 
-    def __init__(self, num_classes: int, ignore_index: int | None = 255, device: torch.device | str = "cpu"):
-        self.num_classes = int(num_classes)
-        self.ignore_index = ignore_index
-        self.matrix = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64, device=device)
-
-    def update(self, pred: ArrayLike, target: ArrayLike) -> None:
-        """Add a batch of label maps (same shape, any shape)."""
-        m = confusion_matrix(pred, target, self.num_classes, self.ignore_index)
-        self.matrix += m.to(self.matrix.device)
+    matrix: Tensor
 
     def all_reduce(self) -> None:
         """Sum the matrices of all torch.distributed processes (no-op when not distributed)."""
@@ -178,6 +171,20 @@ class ConfusionMatrix:
         from pixelwise.metrics.scores import summarize
 
         return summarize(self.matrix, class_names)
+
+
+class ConfusionMatrix(_StreamingCounts):
+    """Streaming (C, C) confusion matrix for multiclass and binary (2 classes) label maps."""
+
+    def __init__(self, num_classes: int, ignore_index: int | None = 255, device: torch.device | str = "cpu"):
+        self.num_classes = int(num_classes)
+        self.ignore_index = ignore_index
+        self.matrix = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64, device=device)
+
+    def update(self, pred: ArrayLike, target: ArrayLike) -> None:
+        """Add a batch of label maps (same shape, any shape)."""
+        m = confusion_matrix(pred, target, self.num_classes, self.ignore_index)
+        self.matrix += m.to(self.matrix.device)
 
 
 def multilabel_confusion(pred: ArrayLike, target: ArrayLike, ignore_index: int | None = 255) -> Tensor:
@@ -202,7 +209,7 @@ def multilabel_confusion(pred: ArrayLike, target: ArrayLike, ignore_index: int |
     return counts.reshape(C, 2, 2).to(torch.int64)
 
 
-class MultilabelConfusion:
+class MultilabelConfusion(_StreamingCounts):
     """Streaming per-class 2x2 confusion matrices (C, 2, 2) for multilabel tasks."""
 
     def __init__(self, num_classes: int, ignore_index: int | None = 255, device: torch.device | str = "cpu"):
@@ -216,14 +223,3 @@ class MultilabelConfusion:
         if m.shape[0] != self.num_classes:
             raise TaskError(f"expected {self.num_classes} classes on dim 1, got {m.shape[0]}")
         self.matrix += m.to(self.matrix.device)
-
-    def all_reduce(self) -> None:
-        _all_reduce_sum(self.matrix)
-
-    def reset(self) -> None:
-        self.matrix.zero_()
-
-    def compute(self, class_names: list[str] | None = None) -> dict:
-        from pixelwise.metrics.scores import summarize
-
-        return summarize(self.matrix, class_names)
