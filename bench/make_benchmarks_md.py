@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# SegNet-Basic on the CamVid 11-class test set, as published (Badrinarayanan, Kendall and
-# Cipolla, "SegNet", TPAMI 2017, Table 1): the reference our CamVid row is compared with.
+# SegNet-Basic on the CamVid 11-class test set with this split, as published by the SegNet
+# tutorial and reported by ChainerCV (see ../shared/data/README.md): our CamVid reference.
 SEGNET_BASIC = {"miou": 46.3, "pixel_accuracy": 82.8, "mean_accuracy": 62.3}
 
 AREA_TITLES = {
@@ -179,7 +179,7 @@ def render_quality(quality: dict[str, Any]) -> list[str]:
             rows.append(["SegNet-Basic (published, CamVid test)", "CamVid 11 classes", "segnet_basic",
                          f"{SEGNET_BASIC['miou']}", f"{SEGNET_BASIC['pixel_accuracy']}",
                          f"{SEGNET_BASIC['mean_accuracy']}", "—", "—", "233", "—", "reference",
-                         "Badrinarayanan et al., TPAMI 2017, Table 1"])
+                         "SegNet tutorial, as reported by ChainerCV"])
     return lines + table(headers, rows) + [
         "", "- Metrics from RUN_DIR/eval/metrics.json (`pixelwise evaluate`), wall time from RUN_DIR/run.json.",
         "- Global acc = pixel accuracy; class-avg acc = mean per-class recall; absent classes are left out "

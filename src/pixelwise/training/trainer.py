@@ -143,14 +143,18 @@ def check_crop(dataset: Dataset, crop_size: int | None, split: str) -> None:
 
 
 def class_pixel_counts(dataset: Dataset, num_classes: int, ignore_index: int) -> np.ndarray:
-    """Pixels per class over the untransformed masks (for median-frequency weights)."""
+    """Pixels per class per image (n_images, C) over the untransformed masks.
+
+    Per image, not summed, because SegNet's median-frequency balancing divides a class's
+    pixels by the pixels of only the images where that class appears.
+    """
     base = base_dataset(dataset)
     indices = dataset.indices if isinstance(dataset, Subset) else range(len(base))
-    counts = np.zeros(num_classes, dtype=np.int64)
-    for i in indices:
+    counts = np.zeros((len(indices), num_classes), dtype=np.int64)
+    for row, i in enumerate(indices):
         mask = np.asarray(base.read_raw(i)[1]).reshape(-1)
         mask = mask[mask != ignore_index]
-        counts += np.bincount(mask.astype(np.int64), minlength=num_classes)[:num_classes]
+        counts[row] = np.bincount(mask.astype(np.int64), minlength=num_classes)[:num_classes]
     return counts
 
 
