@@ -23,12 +23,12 @@ QUICKSTART: dict[str, dict[str, Any]] = {
         "train": {"epochs": 30, "seed": 0, "log_every": 10},
     },
     "multilabel": {
-        "data": {"root": "synthetic:wafer?n=640&size=64", "batch_size": 32, "val_batch_size": 32,
+        "data": {"root": "synthetic:wafer?n=1280&size=64", "batch_size": 32, "val_batch_size": 32,
                  "augment": {"scale": [1.0, 1.0], "rotate": 0.0, "blur": 0.0, "color_jitter": 0.0}},
         "model": {"name": "unet", "kwargs": {"base_channels": 16, "depth": 3}},
         "optim": {"name": "adamw", "lr": 0.003, "weight_decay": 0.0001},
         "schedule": {"name": "cosine", "warmup_steps": 20},
-        "train": {"epochs": 12, "seed": 0, "loss": "bce+dice", "log_every": 10},
+        "train": {"epochs": 30, "seed": 0, "loss": "bce+dice", "log_every": 10},
     },
 }
 
