@@ -217,3 +217,46 @@ if __name__ == "__main__":
         sys.exit("usage: python tests/test_models.py --update-frozen")
     FROZEN_PATH.write_text(json.dumps({name: frozen_summary(name) for name in MODELS}, indent=1) + "\n")
     print(f"wrote {FROZEN_PATH} ({len(MODELS)} models)")
+
+
+# ---------------------------------------------------------- input_scale
+class _Recorder(torch.nn.Module):
+    """Identity network that keeps what it was given."""
+
+    def forward(self, x):
+        self.seen = x
+        return x
+
+
+def test_input_scale_half_averages_2x2_blocks_and_answers_at_input_size():
+    from pixelwise.models.rescale import InputRescale
+
+    net = _Recorder()
+    x = torch.randn(2, 3, 8, 12)
+    out = InputRescale(net, 0.5)(x)
+    assert torch.allclose(net.seen, torch.nn.functional.avg_pool2d(x, 2), atol=1e-6)
+    assert out.shape == x.shape
+    # constant blocks survive the round trip exactly
+    blocks = torch.arange(6.0).reshape(1, 1, 2, 3).repeat_interleave(4, 2).repeat_interleave(4, 3)
+    inner = InputRescale(_Recorder(), 0.5)
+    inner(blocks)
+    assert torch.equal(inner.net.seen, blocks[:, :, ::2, ::2])
+
+
+@pytest.mark.parametrize("size", [(37, 53), (64, 64)])
+def test_create_model_input_scale_wraps_any_model(size):
+    torch.manual_seed(0)
+    model = create_model("unet", num_classes=4, base_channels=8, depth=3, input_scale=0.5).eval()
+    x = torch.randn(1, 3, *size)
+    assert model(x).shape == (1, 4, *size)
+    assert model.output_stride == 16  # 8 at half the resolution
+    # the stored spec rebuilds the same network
+    again = create_model("unet", num_classes=4, base_channels=8, depth=3, input_scale=0.5).eval()
+    again.load_state_dict(model.state_dict())
+    assert torch.equal(again(x), model(x))
+
+
+@pytest.mark.parametrize("bad", [0, 1.5, -0.5, "half", True])
+def test_input_scale_out_of_range_is_config_error(bad):
+    with pytest.raises(ConfigError, match="input_scale must be a number in \\(0, 1\\]"):
+        create_model("unet", num_classes=2, input_scale=bad)

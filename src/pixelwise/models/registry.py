@@ -70,14 +70,21 @@ def get_entry(name: str) -> ModelEntry:
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3, **kwargs: Any) -> nn.Module:
-    """Build a registered model; it returns raw logits (N, num_classes, H, W) for any H, W."""
+    """Build a registered model; it returns raw logits (N, num_classes, H, W) for any H, W.
+
+    Every model also takes `input_scale` (default 1.0): below 1 the network runs on the
+    input resized by that factor and its logits are resized back (see models/rescale.py).
+    """
     entry = get_entry(name)
+    input_scale = kwargs.pop("input_scale", 1.0)
+    if not isinstance(input_scale, (int, float)) or isinstance(input_scale, bool) or not 0 < input_scale <= 1:
+        raise ConfigError(f"model {name!r}: input_scale must be a number in (0, 1], got {input_scale!r}")
     accepted = entry.accepted_kwargs()
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise ConfigError(
             f"model {name!r} does not accept {', '.join(map(repr, unknown))}; "
-            f"accepted: num_classes, in_channels, {', '.join(accepted)}"
+            f"accepted: num_classes, in_channels, input_scale, {', '.join(accepted)}"
         )
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
@@ -88,9 +95,14 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, **kwargs: An
     except TypeError as exc:
         raise ConfigError(f"model kwargs must be JSON values (they are stored in checkpoints): {exc}") from None
     try:
-        return entry.factory(num_classes=num_classes, in_channels=in_channels, **kwargs)
+        model = entry.factory(num_classes=num_classes, in_channels=in_channels, **kwargs)
     except ValueError as exc:  # factories raise ValueError for a bad option value
         raise ConfigError(f"model {name!r}: {exc}") from None
+    if input_scale != 1:
+        from pixelwise.models.rescale import InputRescale
+
+        model = InputRescale(model, float(input_scale))
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:
