@@ -270,5 +270,13 @@ def test_median_frequency_uses_images_where_the_class_is_present():
     per_image = [[10, 0, 90], [0, 50, 50]]
     w = class_weights_from_counts(per_image)
     assert w.tolist() == pytest.approx([5.0, 1.0, 0.5 / 0.7])
-    with pytest.raises(ConfigError, match="accepted: median_frequency, inverse_frequency"):
+    with pytest.raises(ConfigError, match="accepted: median_frequency, inverse_frequency, inverse_log_frequency"):
         class_weights_from_counts(per_image, "sqrt")
+
+
+def test_inverse_log_frequency_is_enets_bounded_weighting():
+    # ENet: 1 / ln(1.02 + p); p = .1, .2, .7 (class 2 absent gets 0)
+    w = class_weights_from_counts([10, 20, 0, 70], "inverse_log_frequency")
+    assert w.tolist() == pytest.approx([1 / math.log(1.12), 1 / math.log(1.22), 0.0, 1 / math.log(1.72)], rel=1e-6)
+    # a class of 1 pixel in a million stays below 1 / ln(1.02) ~ 50.5
+    assert class_weights_from_counts([1, 999_999], "inverse_log_frequency")[0] < 1 / math.log(1.02)

@@ -1,4 +1,5 @@
-"""Class weights from pixel counts: inverse frequency and median-frequency balancing."""
+"""Class weights from pixel counts: inverse frequency, median-frequency balancing and ENet's
+inverse log frequency."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from torch import Tensor
 
 from pixelwise.errors import ConfigError
 
-METHODS = ("median_frequency", "inverse_frequency")
+METHODS = ("median_frequency", "inverse_frequency", "inverse_log_frequency")
+# ENet's constant: it caps the weight of the rarest class near 1/ln(1.02) ~ 50.
+ENET_C = 1.02
 
 
 def class_weights_from_counts(pixel_counts: Tensor | np.ndarray | list, method: str = "median_frequency") -> Tensor:
@@ -19,6 +22,9 @@ def class_weights_from_counts(pixel_counts: Tensor | np.ndarray | list, method: 
     - median_frequency (SegNet, Badrinarayanan et al.): w_c = median(freq) / freq_c with
       freq_c = pixels of c / pixels of the images where c is present (needs per-image counts;
       with (C,) totals every image is taken to hold every class, freq_c = count_c / total).
+    - inverse_log_frequency (ENet, Paszke et al.): w_c = 1 / ln(1.02 + p_c), p_c = count_c / total;
+      bounded (1.4 to 50), so rare classes gain without the precision collapse that
+      median frequency's 50-100x ratios can cause.
     Classes with no pixels get weight 0: they never occur in a target, so any weight is unused.
     """
     if method not in METHODS:
@@ -33,6 +39,8 @@ def class_weights_from_counts(pixel_counts: Tensor | np.ndarray | list, method: 
     weights = np.zeros_like(per_class)
     if method == "inverse_frequency":
         weights[present] = per_class.sum() / (present.sum() * per_class[present])
+    elif method == "inverse_log_frequency":
+        weights[present] = 1.0 / np.log(ENET_C + per_class[present] / per_class.sum())
     else:
         if counts.ndim == 2:
             image_totals = counts.sum(axis=1, keepdims=True)  # (n, 1)

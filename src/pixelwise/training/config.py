@@ -33,7 +33,7 @@ class DataConfig(_Section):
     mean: list[float] | None = Field(default=None, description="per channel, 0..1 scale; null = from the data")
     std: list[float] | None = None
     limit: int | None = Field(default=None, gt=0, description="use only the first N images of each split (smoke tests)")
-    class_weights: Literal["median_frequency", "inverse_frequency"] | None = None
+    class_weights: Literal["median_frequency", "inverse_frequency", "inverse_log_frequency"] | None = None
     augment: dict[str, Any] = Field(default_factory=dict,
                                     description="training augmentation options of build_transforms (scale, rotate, hflip, ...)")
 
