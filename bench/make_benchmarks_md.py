@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 # SegNet-Basic on the CamVid 11-class test set with this split, as published by the SegNet
 # tutorial and reported by ChainerCV (see ../shared/data/README.md): our CamVid reference.
 SEGNET_BASIC = {"miou": 46.3, "pixel_accuracy": 82.8, "mean_accuracy": 62.3}
@@ -77,11 +79,29 @@ def read_quality_run(name: str, run_dir: Path) -> dict[str, Any]:
         "wall_time_s": _wall_time(info),
         "model": _describe(info.get("model")),
         "dataset": _describe(info.get("dataset")),
+        "epochs": info.get("epochs_run"),
+        "training_input": _training_input(run_dir / "config.yaml"),
+        "command": info.get("command"),
     }
     if len(per_class) == 2:  # binary: the foreground class (ISBI membranes) is the second one
         fg_name, fg = list(per_class.items())[1]
         row["foreground"] = {"name": fg_name, "iou": fg.get("iou"), "dice": fg.get("dice")}
     return row
+
+
+def _training_input(config_path: Path) -> str | None:
+    """What the network saw in training, from the run's resolved recipe: crop size and
+    model.kwargs.input_scale (evaluation always scores whole images at full resolution)."""
+    if not config_path.is_file():
+        return None
+    try:
+        config = yaml.safe_load(config_path.read_text()) or {}
+        crop = (config.get("data") or {}).get("crop_size")
+        scale = ((config.get("model") or {}).get("kwargs") or {}).get("input_scale", 1.0)
+    except (yaml.YAMLError, AttributeError) as exc:
+        raise QualityRunError(f"{config_path}: unreadable recipe: {exc}") from None
+    text = f"{crop}x{crop} crops" if crop else "whole images"
+    return text + (f", network at {scale:g}x" if scale != 1 else "")
 
 
 def _describe(value: Any) -> str | None:
@@ -159,8 +179,10 @@ def render_quality(quality: dict[str, Any]) -> list[str]:
     if not quality:
         return lines + ["No quality runs recorded. Add them with `--quality NAME=RUN_DIR` (this script) or "
                         "`pixelwise bench --quality-runs NAME=RUN_DIR ...`.", ""]
-    headers = ["Run", "Data", "Model", "mIoU %", "Global acc %", "Class-avg acc %", "Mean Dice %",
-               "Foreground IoU / Dice %", "Images", "Wall time", "vs SegNet-Basic mIoU 46.3", "Run folder"]
+    headers = ["Run", "Data", "Model", "Training input", "Epochs", "mIoU %", "Global acc %", "Class-avg acc %",
+               "Mean Dice %", "Foreground IoU / Dice %", "Images", "Wall time", "vs SegNet-Basic mIoU 46.3",
+               "Run folder"]
+    commands = []
     rows = []
     for name, q in quality.items():
         fg = q.get("foreground")
@@ -171,17 +193,24 @@ def render_quality(quality: dict[str, Any]) -> list[str]:
         versus = "—"
         if is_camvid and q.get("miou") is not None:
             versus = "PASS" if 100 * q["miou"] > SEGNET_BASIC["miou"] else "FAIL"
-        rows.append([cell(name), cell(q.get("dataset")), cell(q.get("model")), _percent(q.get("miou")),
+        if q.get("command"):
+            commands.append(f"- {name}: `{q['command']}`")
+        rows.append([cell(name), cell(q.get("dataset")), cell(q.get("model")), cell(q.get("training_input")),
+                     cell(q.get("epochs")), _percent(q.get("miou")),
                      _percent(q.get("pixel_accuracy")), _percent(q.get("mean_accuracy")),
                      _percent(q.get("mean_dice")), fg_text, cell(q.get("num_images")), wall_text, versus,
                      f"`{q.get('run_dir')}`"])
         if is_camvid:
             rows.append(["SegNet-Basic (published, CamVid test)", "CamVid 11 classes", "segnet_basic",
-                         f"{SEGNET_BASIC['miou']}", f"{SEGNET_BASIC['pixel_accuracy']}",
+                         "480x360", "—", f"{SEGNET_BASIC['miou']}", f"{SEGNET_BASIC['pixel_accuracy']}",
                          f"{SEGNET_BASIC['mean_accuracy']}", "—", "—", "233", "—", "reference",
                          "SegNet tutorial, as reported by ChainerCV"])
-    return lines + table(headers, rows) + [
-        "", "- Metrics from RUN_DIR/eval/metrics.json (`pixelwise evaluate`), wall time from RUN_DIR/run.json.",
+    if commands:
+        commands = ["", "Commands (from each run's run.json; run from the repository root):", ""] + commands
+    return lines + table(headers, rows) + commands + [
+        "", "- Metrics from RUN_DIR/eval/metrics.json (`pixelwise evaluate`); wall time (training with "
+        "validation) and epochs from RUN_DIR/run.json; training input from RUN_DIR/config.yaml. Test images "
+        "are scored whole, at their full resolution.",
         "- Global acc = pixel accuracy; class-avg acc = mean per-class recall; absent classes are left out "
         "of means (docs/architecture.md).", ""]
 

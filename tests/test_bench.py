@@ -187,10 +187,12 @@ def _fake_run(folder: Path, per_class: dict, miou: float, wall: float | None) ->
     (folder / "eval" / "metrics.json").write_text(json.dumps({
         "miou": miou, "pixel_accuracy": 0.871, "mean_accuracy": 0.654, "mean_dice": 0.6, "per_class": per_class,
         "num_images": 233}))
-    run = {"model": {"name": "unet", "kwargs": {}}, "dataset": "../shared/data/camvid"}
+    run = {"model": {"name": "unet", "kwargs": {}}, "dataset": "../shared/data/camvid", "epochs_run": 123,
+           "command": f"pixelwise train --config configs/x.yaml --out {folder.name}"}
     if wall is not None:
         run["wall_time_s"] = wall
     (folder / "run.json").write_text(json.dumps(run))
+    (folder / "config.yaml").write_text("data: {crop_size: 256}\nmodel: {kwargs: {input_scale: 0.5}}\n")
     return folder
 
 
@@ -230,7 +232,10 @@ def test_markdown_quality_rows_from_run_folders(tmp_path):
     assert "Quick run" in text
     camvid_row = next(line for line in text.splitlines() if line.startswith("| camvid |"))
     assert "| 51.2 | 87.1 | 65.4 |" in camvid_row and "50.0 min" in camvid_row and "| PASS |" in camvid_row
-    assert "| SegNet-Basic (published, CamVid test) | CamVid 11 classes | segnet_basic | 46.3 | 82.8 | 62.3 |" in text
+    assert "| 256x256 crops, network at 0.5x | 123 |" in camvid_row
+    assert "- camvid: `pixelwise train --config configs/x.yaml --out camvid`" in text
+    assert ("| SegNet-Basic (published, CamVid test) | CamVid 11 classes | segnet_basic | 480x360 | — | 46.3 | 82.8 | 62.3 |"
+            in text)
     isbi_row = next(line for line in text.splitlines() if line.startswith("| isbi |"))
     assert "membrane: 70.1 / 82.4" in isbi_row and "| — |" in isbi_row  # no wall time, no SegNet comparison
 

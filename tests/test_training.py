@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -220,3 +221,53 @@ def test_time_budget_shortens_the_plan_and_the_schedule(tmp_path):
     assert rows[0]["planned_epochs"] == 1
     factor = trainer.scheduler.lr_lambdas[0]
     assert factor(3) == pytest.approx(0.0) and factor(2) == pytest.approx(1.0)  # the schedule now ends at step 3
+
+
+def test_time_budget_replans_at_the_pace_after_a_slow_first_epoch(tmp_path):
+    # Epoch 1 took 100 s (warm-up, a busy machine), epoch 2 took 10 s: with 300 s of budget and
+    # 110 s spent, 19 more epochs fit; epoch 1's pace alone would have planned 3 in all.
+    cfg = tiny(train={"epochs": 50, "time_budget_minutes": 5})
+    trainer = Trainer(cfg, tmp_path, verbose=False)
+    trainer._epoch_costs = [100.0]
+    trainer._fit_to_budget(elapsed=100.0, epochs_done=1)
+    assert trainer.config.train.epochs == 3
+    trainer._epoch_costs = [100.0, 10.0]
+    trainer._fit_to_budget(elapsed=110.0, epochs_done=2)
+    assert trainer.config.train.epochs == 21
+    assert load_config(tmp_path / "config.yaml").train.epochs == 21
+    assert trainer.scheduler.lr_lambdas[0](21 * trainer.steps_per_epoch) == pytest.approx(0.0)
+    trainer._epoch_costs = [100.0, 10.0, 1.0]  # never more than the recipe's train.epochs
+    trainer._fit_to_budget(elapsed=111.0, epochs_done=3)
+    assert trainer.config.train.epochs == 50
+
+
+def test_train_command_line_is_recorded_for_reproduction():
+    from pixelwise.cli import build_parser
+    from pixelwise.commands.train import invocation
+
+    args = build_parser().parse_args(["train", "--config", "configs/camvid_unet.yaml", "--out", "runs/a b",
+                                      "--no-test", "train.epochs=3", "data.root=/data/my camvid"])
+    line = invocation(args)
+    assert line == ("pixelwise train --config configs/camvid_unet.yaml --out 'runs/a b' --no-test "
+                    "train.epochs=3 'data.root=/data/my camvid'")
+    assert shlex.split(line)[2:] == ["--config", "configs/camvid_unet.yaml", "--out", "runs/a b", "--no-test",
+                                     "train.epochs=3", "data.root=/data/my camvid"]
+
+
+def test_compiled_training_matches_eager_and_saves_plain_weights(tmp_path):
+    # train.compile wraps the network in torch.compile (inductor, a C++ build on CPU): the
+    # losses must match eager training and the checkpoint must load into a plain model.
+    pytest.importorskip("torch._inductor")
+    cfg = {"train": {"epochs": 1, "max_steps_per_epoch": 2}, "data": {"test_split": None}}
+    eager = Trainer(tiny(**cfg), tmp_path / "eager", verbose=False)
+    eager.fit()
+    compiled = Trainer(tiny(**(cfg | {"train": {**cfg["train"], "compile": True}})), tmp_path / "compiled",
+                       verbose=False)
+    compiled.fit()
+    assert compiled.step_losses == pytest.approx(eager.step_losses, rel=1e-4, abs=1e-5)
+    ckpt = load_checkpoint(tmp_path / "compiled" / "checkpoints" / "last.pt")
+    assert not any(k.startswith("_orig_mod.") for k in ckpt["state_dict"])
+    model = build_model(ckpt)
+    eager_ckpt = load_checkpoint(tmp_path / "eager" / "checkpoints" / "last.pt")
+    for key, value in eager_ckpt["state_dict"].items():
+        assert torch.allclose(model.state_dict()[key].float(), value.float(), atol=1e-4), key

@@ -4,6 +4,7 @@ it, and write predictions, overlays, the metrics table and the report into one r
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 
@@ -21,5 +22,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pixelwise.training.quickstart import run_quickstart
 
-    run_quickstart(args.out, task=args.task, overrides=args.overrides)
+    words = ["pixelwise", "quickstart", "--out", str(args.out), "--task", args.task, *args.overrides]
+    run_quickstart(args.out, task=args.task, overrides=args.overrides, command=shlex.join(words))
     return 0

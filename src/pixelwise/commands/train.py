@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -22,6 +23,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def invocation(args: argparse.Namespace) -> str:
+    """The command line that reproduces this run, as a shell would read it (kept in run.json)."""
+    words = ["pixelwise", "train"]
+    if args.config is not None:
+        words += ["--config", str(args.config)]
+    words += ["--out", str(args.out)]
+    words += [flag for flag, on in (("--resume", args.resume), ("--no-test", args.no_test)) if on]
+    return shlex.join(words + list(args.overrides))
+
+
 def run(args: argparse.Namespace) -> int:
     from pixelwise.errors import ConfigError
     from pixelwise.metrics import jsonable
@@ -37,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from pixelwise.training.distributed import cleanup
 
     try:
-        summary = train(config, args.out, resume=args.resume, evaluate_test=not args.no_test)
+        summary = train(config, args.out, resume=args.resume, evaluate_test=not args.no_test,
+                        command=invocation(args))
     finally:
         cleanup()
     if not _is_main():

@@ -42,7 +42,8 @@ def quickstart_config(task: str = "multiclass", overrides: list[str] | None = No
 
 
 def run_quickstart(out: str | Path = "runs/quickstart", task: str = "multiclass",
-                   overrides: list[str] | None = None, verbose: bool = True) -> dict[str, Any]:
+                   overrides: list[str] | None = None, verbose: bool = True,
+                   command: str | None = None) -> dict[str, Any]:
     """Train, evaluate on the test split with predictions and overlays, write the report; print where."""
     started = time.perf_counter()
     config = quickstart_config(task, overrides)  # a bad override fails here, before torch loads
@@ -50,7 +51,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", task: str = "multiclass"
     from pixelwise.training.trainer import train, write_report_if_available
 
     out = Path(out)
-    summary = train(config, out, verbose=verbose, evaluate_test=False)
+    summary = train(config, out, verbose=verbose, evaluate_test=False, command=command)
     result = evaluate_checkpoint(out, split="test", save_predictions=16, verbose=verbose)
     report = write_report_if_available(out, verbose=False)
     minutes = (time.perf_counter() - started) / 60

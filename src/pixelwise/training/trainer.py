@@ -38,6 +38,9 @@ from pixelwise.training.logging import Progress, RunLogger
 from pixelwise.training.loop import NonFiniteLossError, Precision, evaluate, train_one_epoch
 from pixelwise.training.schedules import build_scheduler, lr_factor
 
+# A time budget's epoch count is re-planned after each of this many first epochs.
+BUDGET_PLANNING_EPOCHS = 3
+
 
 # ----------------------------------------------------------------------------- helpers
 def resolve_data_root(root: str) -> str:
@@ -182,8 +185,10 @@ def collect_environment(device: torch.device) -> dict[str, Any]:
 class Trainer:
     """`Trainer(config, run_dir).fit()` trains, validates, checkpoints and logs one run."""
 
-    def __init__(self, config: Config, run_dir: str | Path, *, resume: bool = False, verbose: bool = True):
+    def __init__(self, config: Config, run_dir: str | Path, *, resume: bool = False, verbose: bool = True,
+                 command: str | None = None):
         self.config = config
+        self.command = command  # the command line that started this session, kept in run.json
         self.run_dir = Path(run_dir)
         self.resume = resume
         self.verbose = verbose
@@ -261,6 +266,9 @@ class Trainer:
         self.scaler = (torch.amp.GradScaler("cuda") if self.precision.dtype == torch.float16 else None)
 
         self.start_epoch = 0
+        self._epoch_cap = cfg.train.epochs  # train.epochs before a time budget replans it
+        self._epoch_costs: list[float] = []  # seconds per epoch (training + validation's share)
+        self._val_seconds = 0.0
         self.global_step = 0
         self.best_metric: float | None = None
         self.best_epoch: int | None = None
@@ -429,7 +437,7 @@ class Trainer:
                                        "images_per_second": result.images_per_second * self.dist.world_size,
                                        "epoch_seconds": result.seconds}
                 validate = ((epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs
-                            or (epoch == 0 and cfg.train.time_budget_minutes is not None))
+                            or (epoch == 0 and cfg.train.time_budget_minutes is not None))  # validation's cost
                 if validate:
                     val_started = time.perf_counter()
                     row.update(self._validate())
@@ -443,8 +451,11 @@ class Trainer:
                         row["best"] = True
                     else:
                         self.bad_epochs += 1
-                if epoch == 0 and cfg.train.time_budget_minutes is not None:
-                    self._fit_to_budget(result.seconds + row["val_seconds"] / cfg.train.val_every)
+                if "val_seconds" in row:
+                    self._val_seconds = row["val_seconds"]
+                if cfg.train.time_budget_minutes is not None and self.start_epoch == 0 and epoch < BUDGET_PLANNING_EPOCHS:
+                    self._epoch_costs.append(result.seconds + self._val_seconds / cfg.train.val_every)
+                    self._fit_to_budget(time.perf_counter() - started, epoch + 1)
                     row["planned_epochs"] = cfg.train.epochs
                 last_row = row
                 self.logger.log_epoch(row)
@@ -474,20 +485,27 @@ class Trainer:
         self.logger.close()
         return summary
 
-    def _fit_to_budget(self, first_epoch_seconds: float) -> None:
-        """Lower train.epochs to what fits train.time_budget_minutes, judged by epoch 1
-        (training, plus validation's share), and stretch the LR schedule over the new length so it
-        still decays to its end. The new plan is saved in config.yaml and the checkpoints."""
+    def _fit_to_budget(self, elapsed: float, epochs_done: int) -> None:
+        """Set train.epochs to what fits train.time_budget_minutes and stretch the LR schedule
+        over the new length so it still decays to its end. Called after each of the first
+        BUDGET_PLANNING_EPOCHS epochs: epoch 1 carries one-off costs (kernel selection, cold
+        file cache) and a busy machine can slow any one epoch, so the plan uses the time
+        already spent plus the remaining budget at the fastest later epoch's pace.
+        The plan is saved in config.yaml and the checkpoints, so a resumed run keeps it."""
         cfg = self.config
         budget = cfg.train.time_budget_minutes * 60
-        # Every process must take the same decision: use rank 0's measurement.
-        seconds = D.all_reduce_sum(torch.tensor([first_epoch_seconds if self.dist.is_main else 0.0],
-                                                dtype=torch.float64))
-        fits = max(1, int(budget // max(float(seconds[0]), 1e-9)))
-        if fits >= cfg.train.epochs:
+        costs = self._epoch_costs[1:] or self._epoch_costs
+        # Every process must take the same decision: use rank 0's measurements.
+        measured = D.all_reduce_sum(torch.tensor([elapsed, min(costs)] if self.dist.is_main else [0.0, 0.0],
+                                                 dtype=torch.float64))
+        elapsed, pace = float(measured[0]), max(float(measured[1]), 1e-9)
+        fits = max(epochs_done, epochs_done + int(max(budget - elapsed, 0.0) // pace))
+        fits = min(fits, self._epoch_cap)
+        if fits == cfg.train.epochs:
             return
-        self._say(f"time budget {cfg.train.time_budget_minutes:g} min: epoch 1 took {float(seconds[0]):.0f} s, "
-                  f"so training {fits} epochs instead of {cfg.train.epochs}")
+        self._say(f"time budget {cfg.train.time_budget_minutes:g} min: {elapsed:.0f} s spent on {epochs_done} "
+                  f"epoch(s), {pace:.0f} s per epoch from here, so training {fits} epochs "
+                  f"(upper bound {self._epoch_cap})")
         cfg.train.epochs = fits
         self.scheduler.lr_lambdas[0] = lr_factor(cfg.schedule, fits * self.steps_per_epoch)
         if self.dist.is_main:
@@ -500,6 +518,7 @@ class Trainer:
         save_safetensors(self.run_dir / "model.safetensors", load_checkpoint(source))
         n_params = sum(p.numel() for p in self.model.parameters())
         run = {
+            "command": self.command,
             "wall_seconds": summary["train_seconds"],
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "hardware": collect_environment(self.device),
@@ -518,10 +537,10 @@ class Trainer:
 
 
 def train(config: Config, run_dir: str | Path, *, resume: bool = False, verbose: bool = True,
-          evaluate_test: bool = True) -> dict[str, Any]:
+          evaluate_test: bool = True, command: str | None = None) -> dict[str, Any]:
     """Train a run, then score the best checkpoint on `data.test_split` (RUN_DIR/eval/) and
-    write the report when the report package is available."""
-    trainer = Trainer(config, run_dir, resume=resume, verbose=verbose)
+    write the report when the report package is available. `command` is recorded in run.json."""
+    trainer = Trainer(config, run_dir, resume=resume, verbose=verbose, command=command)
     try:
         summary = trainer.fit()
         test_split = config.data.test_split
