@@ -137,6 +137,8 @@ def test_train_killed_at_random_moments_resumes_to_the_end(tmp_path):
     assert final["global_step"] > 0
     assert (run_dir / "checkpoints" / "best.pt").exists()
     load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    # Temp files of saves the kills interrupted are gone once a run resumes.
+    assert not list((run_dir / "checkpoints").glob(".*.tmp"))
     # No epoch lost or logged twice across the kills: metrics.jsonl has each epoch exactly once.
     import json
 

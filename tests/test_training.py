@@ -271,3 +271,14 @@ def test_compiled_training_matches_eager_and_saves_plain_weights(tmp_path):
     eager_ckpt = load_checkpoint(tmp_path / "eager" / "checkpoints" / "last.pt")
     for key, value in eager_ckpt["state_dict"].items():
         assert torch.allclose(model.state_dict()[key].float(), value.float(), atol=1e-4), key
+
+
+def test_resume_removes_temp_files_of_interrupted_saves(tmp_path):
+    Trainer(tiny(), tmp_path, verbose=False).fit(stop_after_epochs=1)
+    stale = tmp_path / "checkpoints" / ".last.pt.k3j9x2.tmp"
+    stale.write_bytes(b"half a checkpoint")  # what a SIGKILL during save_checkpoint leaves
+    keep = tmp_path / "checkpoints" / "notes.txt"
+    keep.write_text("not ours to delete")
+    Trainer(tiny(), tmp_path, resume=True, verbose=False)
+    assert not stale.exists() and keep.exists()
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 1

@@ -58,6 +58,22 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
     return path
 
 
+def remove_interrupted_saves(folder: str | Path) -> list[Path]:
+    """Delete the temp files of saves that were killed mid-write (`.NAME.XXXX.tmp`).
+
+    A SIGKILL or power loss during `save_checkpoint` leaves its temp file behind; the real file
+    was never touched. Call this only when no other process writes to `folder`, as the trainer
+    does before its first save.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.glob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def _fsync_dir(folder: Path) -> None:
     # Makes the rename itself durable; not every platform allows opening a directory.
     try:

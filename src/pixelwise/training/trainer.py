@@ -28,6 +28,7 @@ from pixelwise.training import distributed as D
 from pixelwise.training.checkpoint import (
     capture_rng_state,
     load_checkpoint,
+    remove_interrupted_saves,
     restore_rng_state,
     save_checkpoint,
     save_safetensors,
@@ -281,6 +282,8 @@ class Trainer:
             self.logger.truncate_after(self.start_epoch)
         if self.dist.is_main:
             save_config(cfg, self.run_dir / "config.yaml")
+            for stale in remove_interrupted_saves(self.checkpoint_dir):
+                self._say(f"removed {stale.name}, left by a save that was interrupted")
 
     def _mean_std(self, dataset: Any) -> tuple[list[float], list[float]]:
         if self.config.data.mean is not None:
