@@ -140,17 +140,10 @@ def confusion_matrix(pred: ArrayLike, target: ArrayLike, num_classes: int,
 
 
 def _all_reduce_sum(t: Tensor) -> Tensor:
-    import torch.distributed as dist
+    """In place: `t` becomes its sum over processes (training.distributed.all_reduce_sum)."""
+    from pixelwise.training.distributed import all_reduce_sum
 
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        if t.device.type == "cpu" and dist.get_backend() == "nccl":
-            # NCCL reduces GPU tensors only; the matrix lives on the CPU by default.
-            on_gpu = t.to(f"cuda:{torch.cuda.current_device()}")
-            dist.all_reduce(on_gpu, op=dist.ReduceOp.SUM)
-            t.copy_(on_gpu.cpu())
-        else:
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
+    return t.copy_(all_reduce_sum(t))
 
 
 class _StreamingCounts:
