@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from pixelwise.data.check import check_data, looks_resized
-from pixelwise.data.stats import compute_stats, median_frequency_weights
+from pixelwise.data.stats import compute_stats
+from pixelwise.losses.weights import class_weights_from_counts, median_frequency
 
 RNG = np.random.default_rng(0)
 
@@ -121,12 +122,16 @@ def test_stats_hand_computed(tmp_path):
     stats = compute_stats(root)
     share = stats["splits"]["train"]["pixel_share"]
     assert share == {"c0": 0.375, "c1": 0.125, "c2": 0.375, "ignore(255)": 0.125}
-    # freq: c0 3/8 (both images), c1 1/4, c2 3/4; median 3/8
-    assert stats["class_weights"] == {"c0": 1.0, "c1": 1.5, "c2": 0.5}
+    # freq over labelled pixels of the images holding the class (the 255 pixel is left out):
+    # c0 3/7 (both images: 3 + 4 labelled), c1 1/3, c2 3/4; median 3/7
+    assert stats["class_weights"] == {"c0": 1.0, "c1": round(9 / 7, 4), "c2": round(4 / 7, 4)}
+    # ... the weights training computes from the same masks (per-image counts without ignore)
+    training = class_weights_from_counts([[2, 1, 0], [1, 0, 3]], "median_frequency")
+    assert list(stats["class_weights"].values()) == pytest.approx(training.tolist(), abs=1e-4)
     assert stats["splits"]["train"]["sizes"] == {"2x2": 2}
     assert stats["suggested_task"] == "multiclass" and stats["in_channels"] == 1
     assert np.isclose(stats["mean"][0], 100 / 255 / 2, atol=1e-5) and np.isclose(stats["std"][0], 50 / 255, atol=1e-5)
-    assert np.allclose(median_frequency_weights(np.array([2.0, 0.0]), np.array([4.0, 0.0])), [1.0, 0.0])
+    assert np.allclose(median_frequency(np.array([2.0, 0.0]), np.array([4.0, 0.0])), [1.0, 0.0])
 
 
 def test_stats_on_synthetic_wafer_is_multilabel():

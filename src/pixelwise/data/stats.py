@@ -16,6 +16,7 @@ from pixelwise.data.dataset import SegmentationDataset, open_dataset, parse_spec
 from pixelwise.data.io import image_size
 from pixelwise.data.layouts import scan_layout
 from pixelwise.errors import DataError
+from pixelwise.losses.weights import median_frequency
 
 
 def _mask_counts(ds: SegmentationDataset, i: int, length: int) -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -29,21 +30,10 @@ def _mask_counts(ds: SegmentationDataset, i: int, length: int) -> tuple[np.ndarr
         w, h = image_size(ds.samples[i].image_path)
         size = (w, h, 0)
     if mask.ndim == 3:
-        counts = np.append(mask.reshape(-1, mask.shape[2]).sum(0, dtype=np.int64), mask.shape[0] * mask.shape[1])
+        # Positives only: multilabel masks keep the ignore value (255), which a plain sum would add in.
+        counts = np.append((mask.reshape(-1, mask.shape[2]) == 1).sum(0, dtype=np.int64), mask.shape[0] * mask.shape[1])
         return counts, size
     return np.bincount(mask.ravel(), minlength=length)[:length].astype(np.int64), size
-
-
-def median_frequency_weights(counts: np.ndarray, image_pixels: np.ndarray) -> np.ndarray:
-    """SegNet's balancing: freq_c = pixels of c / pixels of images containing c;
-    weight_c = median(freq) / freq_c. Classes never seen get weight 0."""
-    seen = (counts > 0) & (image_pixels > 0)
-    freq = np.zeros(len(counts))
-    freq[seen] = counts[seen] / image_pixels[seen]
-    weights = np.zeros(len(counts))
-    if seen.any():
-        weights[seen] = np.median(freq[seen]) / freq[seen]
-    return weights
 
 
 def suggest_crop_size(sizes: Counter) -> int:
@@ -77,8 +67,10 @@ def split_stats(ds: SegmentationDataset, workers: int = 2) -> dict[str, Any]:
                 continue
             counts, (w, h, c) = result
             totals += counts
+            # Labelled pixels only: ignored pixels never enter the loss, so they must not
+            # dilute a class's frequency (the rule training uses, losses/weights.py).
             present = counts[: classes.num_classes] > 0
-            image_pixels += present * (w * h)
+            image_pixels += present * (int(counts[: classes.num_classes].sum()) if not multilabel else w * h)
             sizes[(w, h)] += 1
             if c:
                 channels[c] += 1
@@ -133,7 +125,7 @@ def compute_stats(spec: str | Path, mean_std: bool = True, workers: int = 2) -> 
     ref = result["splits"][ref_name]
     if first.task.kind != "multilabel":
         counts = np.array([ref["pixel_counts"][n] for n in classes.names], np.float64)
-        weights = median_frequency_weights(counts, ref["_image_pixels"].astype(np.float64))
+        weights = median_frequency(counts, ref["_image_pixels"])
         result["class_weights"] = {n: round(float(w), 4) for n, w in zip(classes.names, weights)}
         result["class_weights_method"] = f"median frequency over split {ref_name!r}"
     all_sizes = sum((s["_sizes"] for s in result["splits"].values()), Counter())

@@ -47,7 +47,20 @@ def class_weights_from_counts(pixel_counts: Tensor | np.ndarray | list, method: 
             denom = ((counts > 0) * image_totals).sum(axis=0)
         else:
             denom = np.full_like(per_class, per_class.sum())
-        freq = np.zeros_like(per_class)
-        freq[present] = per_class[present] / denom[present]
-        weights[present] = np.median(freq[present]) / freq[present]
+        weights = median_frequency(per_class, denom)
     return torch.tensor(weights, dtype=torch.float32)
+
+
+def median_frequency(per_class: np.ndarray, pixels_where_present: np.ndarray) -> np.ndarray:
+    """SegNet's balancing from (C,) sums: freq_c = pixels of c / labelled pixels of the images
+    where c appears; w_c = median(freq) / freq_c. Classes never seen get 0.
+    `pixelwise data stats` and training both call this, so they print and use the same weights."""
+    per_class = np.asarray(per_class, dtype=np.float64)
+    pixels_where_present = np.asarray(pixels_where_present, dtype=np.float64)
+    seen = (per_class > 0) & (pixels_where_present > 0)
+    freq = np.zeros_like(per_class)
+    freq[seen] = per_class[seen] / pixels_where_present[seen]
+    weights = np.zeros_like(per_class)
+    if seen.any():
+        weights[seen] = np.median(freq[seen]) / freq[seen]
+    return weights
