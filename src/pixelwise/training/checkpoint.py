@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -41,13 +42,23 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
 
     A crash at any moment leaves either the previous file or the new one, never a torn file.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = {"format": FORMAT, **checkpoint}
+    return _write_atomically(Path(path), lambda handle: torch.save(checkpoint, handle))
+
+
+def copy_checkpoint(source: str | Path, path: str | Path) -> Path:
+    """Copy a saved checkpoint to `path` with the same atomic write (best.pt from last.pt,
+    without serialising the model and optimizer a second time)."""
+    with open(source, "rb") as src:
+        return _write_atomically(Path(path), lambda handle: shutil.copyfileobj(src, handle, 1 << 20))
+
+
+def _write_atomically(path: Path, write: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(checkpoint, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)

@@ -47,18 +47,20 @@ def run_quickstart(out: str | Path = "runs/quickstart", task: str = "multiclass"
     """Train, evaluate on the test split with predictions and overlays, write the report; print where."""
     started = time.perf_counter()
     config = quickstart_config(task, overrides)  # a bad override fails here, before torch loads
-    from pixelwise.training.evaluation import evaluate_checkpoint
-    from pixelwise.training.trainer import train, write_report_if_available
+    from pixelwise.training.trainer import train
 
     out = Path(out)
-    summary = train(config, out, verbose=verbose, evaluate_test=False, command=command)
-    result = evaluate_checkpoint(out, split="test", save_predictions=16, verbose=verbose)
-    report = write_report_if_available(out, verbose=False)
+    # One pass does it all: training, the test split scored with predictions and overlays
+    # (with the recipe's device, precision and loader settings), then the report.
+    summary = train(config, out, verbose=verbose, save_predictions=16, command=command)
+    result = summary.get("test")  # absent when an override sets data.test_split=null
+    report = out / "report.html" if (out / "report.html").is_file() else None
     minutes = (time.perf_counter() - started) / 60
     if verbose:
         print(f"\nquickstart ({task}) done in {minutes:.1f} min", file=sys.stderr)
-        print(f"  best validation mIoU {summary['best_metric']:.4f} (epoch {summary['best_epoch']}), "
-              f"test mIoU {result['miou']:.4f}", file=sys.stderr)
+        test = f", test mIoU {result['miou']:.4f}" if result else ""
+        print(f"  best validation mIoU {summary['best_metric']:.4f} (epoch {summary['best_epoch']}){test}",
+              file=sys.stderr)
         print(f"  run folder    {out}", file=sys.stderr)
         print(f"  checkpoints   {out / 'checkpoints'}  (best.pt, last.pt; deployable: {out / 'model.safetensors'})",
               file=sys.stderr)

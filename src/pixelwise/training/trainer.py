@@ -27,6 +27,7 @@ from pixelwise.errors import CheckpointError, ConfigError, PixelwiseError
 from pixelwise.training import distributed as D
 from pixelwise.training.checkpoint import (
     capture_rng_state,
+    copy_checkpoint,
     load_checkpoint,
     remove_interrupted_saves,
     restore_rng_state,
@@ -156,7 +157,7 @@ def class_pixel_counts(dataset: Dataset, num_classes: int, ignore_index: int) ->
     indices = dataset.indices if isinstance(dataset, Subset) else range(len(base))
     counts = np.zeros((len(indices), num_classes), dtype=np.int64)
     for row, i in enumerate(indices):
-        mask = np.asarray(base.read_raw(i)[1]).reshape(-1)
+        mask = np.asarray(base.read_mask(i)).reshape(-1)  # the mask alone: no image decoding
         mask = mask[mask != ignore_index]
         counts[row] = np.bincount(mask.astype(np.int64), minlength=num_classes)[:num_classes]
     return counts
@@ -467,7 +468,7 @@ class Trainer:
                     ckpt = self._checkpoint(epoch + 1, row)
                     save_checkpoint(self.checkpoint_dir / "last.pt", ckpt)
                     if row.get("best"):
-                        save_checkpoint(self.checkpoint_dir / "best.pt", ckpt)
+                        copy_checkpoint(self.checkpoint_dir / "last.pt", self.checkpoint_dir / "best.pt")
                 D.barrier()
                 if epoch + 1 >= cfg.train.epochs:  # the time budget may have shortened the plan
                     break
@@ -540,9 +541,10 @@ class Trainer:
 
 
 def train(config: Config, run_dir: str | Path, *, resume: bool = False, verbose: bool = True,
-          evaluate_test: bool = True, command: str | None = None) -> dict[str, Any]:
-    """Train a run, then score the best checkpoint on `data.test_split` (RUN_DIR/eval/) and
-    write the report when the report package is available. `command` is recorded in run.json."""
+          evaluate_test: bool = True, save_predictions: int = 0, command: str | None = None) -> dict[str, Any]:
+    """Train a run, then score the best checkpoint on `data.test_split` (RUN_DIR/eval/, with
+    predictions and overlays of the first `save_predictions` test images) and write the report
+    when the report package is available. `command` is recorded in run.json."""
     trainer = Trainer(config, run_dir, resume=resume, verbose=verbose, command=command)
     try:
         summary = trainer.fit()
@@ -553,7 +555,8 @@ def train(config: Config, run_dir: str | Path, *, resume: bool = False, verbose:
             if split_exists(trainer.data_root, test_split):
                 summary["test"] = evaluate_checkpoint(Path(run_dir), data=trainer.data_root, split=test_split,
                                                       limit=config.data.limit, device=str(trainer.device), amp=config.train.amp,
-                                                      num_workers=config.data.num_workers, verbose=verbose)
+                                                      num_workers=config.data.num_workers,
+                                                      save_predictions=save_predictions, verbose=verbose)
         if summary["finished"] and trainer.dist.is_main:
             write_report_if_available(Path(run_dir), verbose)
     finally:
