@@ -25,12 +25,13 @@ def make_checkpoint(name: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], 
     """An in-memory pixelwise checkpoint of a freshly initialised model (and the model)."""
     from pixelwise.models import create_model
     from pixelwise.tasks import Task
+    from pixelwise.training.checkpoint import FORMAT
 
     torch.manual_seed(0)
     model = create_model(name, num_classes=NUM_CLASSES, **kwargs).eval()
     task = Task("multiclass", num_classes=NUM_CLASSES)
     ckpt = {
-        "format": "pixelwise-checkpoint/1",
+        "format": FORMAT,
         "model": {"name": name, "kwargs": {"num_classes": NUM_CLASSES, **kwargs}},
         "task": task.to_dict(),
         "classes": {"names": [f"class{i}" for i in range(NUM_CLASSES)],

@@ -280,3 +280,14 @@ def test_inverse_log_frequency_is_enets_bounded_weighting():
     assert w.tolist() == pytest.approx([1 / math.log(1.12), 1 / math.log(1.22), 0.0, 1 / math.log(1.72)], rel=1e-6)
     # a class of 1 pixel in a million stays below 1 / ln(1.02) ~ 50.5
     assert class_weights_from_counts([1, 999_999], "inverse_log_frequency")[0] < 1 / math.log(1.02)
+
+
+def test_multiclass_focal_refuses_alpha_it_would_ignore():
+    logits, target = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
+    with pytest.raises(ConfigError, match="single alpha applies to binary and multilabel"):
+        focal_loss(logits, target, MULTI, alpha=0.25)
+    with pytest.raises(ConfigError, match="not both"):
+        focal_loss(logits, target, MULTI, alpha=torch.ones(3), class_weights=torch.ones(3))
+    # a per-class tensor alpha is the class weights
+    assert torch.allclose(focal_loss(logits, target, MULTI, alpha=torch.tensor([1.0, 2.0, 3.0])),
+                          focal_loss(logits, target, MULTI, class_weights=torch.tensor([1.0, 2.0, 3.0])))

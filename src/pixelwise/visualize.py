@@ -183,18 +183,3 @@ def save_multilabel_png(path: str | Path, masks: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(bits).save(path)
     return path
-
-
-def default_colors(num_classes: int) -> list[tuple[int, int, int]]:
-    """Distinct colours for classes without a colour table (Pascal VOC bit pattern)."""
-    colors = []
-    for i in range(num_classes):
-        r = g = b = 0
-        c = i
-        for shift in range(7, -1, -1):
-            r |= ((c >> 0) & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        colors.append((r, g, b))
-    return colors

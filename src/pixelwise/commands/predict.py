@@ -41,11 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _resolve_model_path(text: str):
     from pathlib import Path
 
+    from pixelwise.training.evaluation import resolve_checkpoint
+
     path = Path(text)
-    if path.is_dir():  # a run folder
-        for candidate in (path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt"):
-            if candidate.is_file():
-                return candidate
+    if path.is_dir():  # a run folder: best.pt, else last.pt, else a clear CheckpointError
+        return resolve_checkpoint(path)[0]
     return path
 
 

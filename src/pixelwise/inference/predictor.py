@@ -21,7 +21,7 @@ from pixelwise.errors import CheckpointError, ConfigError, DataError
 from pixelwise.inference.tiling import Blend, predict_tiled
 from pixelwise.inference.tta import View, parse_tta, with_tta
 from pixelwise.tasks import Task
-from pixelwise.visualize import default_colors
+from pixelwise.data.classes import default_colors
 
 # Above this many pixels an image goes through tiling instead of one forward pass, and a
 # batch of images is cut to stay under it. A full-width U-Net (base 64) measured on CPU needs

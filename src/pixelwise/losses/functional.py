@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pixelwise.errors import TaskError
+from pixelwise.errors import ConfigError, TaskError
 from pixelwise.tasks import Task
 
 
@@ -151,7 +151,12 @@ def focal_loss(logits: Tensor, target: Tensor, task: Task, gamma: float = 2.0,
         loss = -((1.0 - logp.exp()) ** gamma) * logp
         count = valid.to(x.dtype)
         weight = count
-        cw = class_weights if class_weights is not None else (alpha if isinstance(alpha, Tensor) else None)
+        if alpha is not None and not isinstance(alpha, Tensor):
+            raise ConfigError("focal loss: a single alpha applies to binary and multilabel tasks; for multiclass "
+                              "give per-class weights (a tensor alpha or class_weights)")
+        if isinstance(alpha, Tensor) and class_weights is not None:
+            raise ConfigError("focal loss: give per-class weights once, as alpha or as class_weights, not both")
+        cw = class_weights if class_weights is not None else alpha
         if cw is not None:
             weight = weight * cw.to(device=x.device, dtype=x.dtype)[ids]
     else:

@@ -174,7 +174,7 @@ def evaluate_checkpoint(source: str | Path, *, data: str | None = None, split: s
     class_names = list(ckpt.get("classes", {}).get("names") or [str(i) for i in range(task.num_classes)])
     colors = [tuple(c) for c in ckpt.get("classes", {}).get("colors") or []]
     if not colors:
-        from pixelwise.visualize import default_colors
+        from pixelwise.data.classes import default_colors
 
         colors = default_colors(task.num_classes)
     transform = build_transforms(False, None, pre.get("mean"), pre.get("std"), task.ignore_index)
