@@ -111,3 +111,16 @@ def test_non_ascii_names_with_spaces_read_fine(tmp_path):
     bad.write_bytes(b"\x89PNG\r\n")
     with pytest.raises(DataError, match="données brisées.png"):
         read_image(bad)
+
+
+def test_negative_mask_values_are_a_clear_error_not_a_wrap_or_crash(tmp_path):
+    # .npy with -1 for "ignore" (a common habit), and a 32-bit TIFF holding -1
+    np.save(tmp_path / "m.npy", np.array([[0, 1], [-1, 2]], np.int64))
+    with pytest.raises(DataError, match="m.npy.*negative values \\(min -1\\)"):
+        read_mask(tmp_path / "m.npy")
+    Image.fromarray(np.array([[0, 1], [-1, 2]], np.int32), mode="I").save(tmp_path / "m32.tif")
+    with pytest.raises(DataError, match="m32.tif.*negative values"):
+        read_mask(tmp_path / "m32.tif")
+    # the same values without the -1 still read, as unsigned ids
+    Image.fromarray(np.array([[0, 1], [3, 2]], np.int32), mode="I").save(tmp_path / "ok32.tif")
+    assert read_mask(tmp_path / "ok32.tif").tolist() == [[0, 1], [3, 2]]

@@ -128,6 +128,15 @@ def _is_multichannel_tiff(path: Path) -> bool:
         return False  # let Pillow produce the error message
 
 
+def _no_negative_ids(arr: np.ndarray, path: Path) -> np.ndarray:
+    """Class ids and the ignore value are never negative; say so here, before a bincount or
+    an unsigned cast deep in the pipeline turns a -1 into a crash or into class 65535."""
+    if np.issubdtype(arr.dtype, np.signedinteger) and arr.size and int(arr.min()) < 0:
+        raise DataError(path, f"mask has negative values (min {int(arr.min())}); class ids and the ignore "
+                              "value must be >= 0 (use e.g. 255 for ignored pixels)")
+    return arr
+
+
 def read_mask(path: str | Path) -> np.ndarray:
     """Read a mask file raw: 2-D index map (uint8/uint16, palette indices kept), HxWx3 RGB,
     or a multi-channel array (.npy/.tif) as stored. Raises `DataError` naming the file."""
@@ -137,7 +146,7 @@ def read_mask(path: str | Path) -> np.ndarray:
         arr = _read_array(path)
         if arr.dtype == np.bool_:
             arr = arr.astype(np.uint8)
-        return arr
+        return _no_negative_ids(arr, path)
     img = _open_pil(path)
     mode = img.mode
     if mode in ("P", "L", "I;16", "I;16B", "I;16L", "I", "1"):
@@ -145,6 +154,8 @@ def read_mask(path: str | Path) -> np.ndarray:
         if mode == "1":
             arr = arr.astype(np.uint8)
         elif mode.startswith("I"):
+            # checked before the cast: a 32-bit -1 would otherwise wrap to 65535
+            arr = _no_negative_ids(arr, path)
             arr = arr.astype(np.uint16 if arr.max() <= 65535 else np.int64)
         return arr
     if mode in ("RGBA", "LA"):
