@@ -25,7 +25,7 @@ def make_checkpoint(name: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], 
     """An in-memory pixelwise checkpoint of a freshly initialised model (and the model)."""
     from pixelwise.models import create_model
     from pixelwise.tasks import Task
-    from pixelwise.training.checkpoint import FORMAT
+    from pixelwise.checkpoint import FORMAT
 
     torch.manual_seed(0)
     model = create_model(name, num_classes=NUM_CLASSES, **kwargs).eval()

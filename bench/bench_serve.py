@@ -87,7 +87,7 @@ def tiny_checkpoint(folder: Path) -> Path:
     """A small untrained U-Net checkpoint: the service's overhead, not model quality, is measured."""
     from pixelwise.models import create_model
     from pixelwise.tasks import Task
-    from pixelwise.training.checkpoint import save_checkpoint, unwrapped_state_dict
+    from pixelwise.checkpoint import save_checkpoint, unwrapped_state_dict
 
     kwargs = {"num_classes": 3, "base_channels": 8, "depth": 2}
     model = create_model("unet", **kwargs)

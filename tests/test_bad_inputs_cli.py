@@ -101,7 +101,7 @@ def test_16bit_mask_keeps_its_values():
 def checkpoint(tmp_path_factory) -> Path:
     """A tiny 3-class U-Net checkpoint matching the corpus data sets (random weights)."""
     from pixelwise.models import create_model
-    from pixelwise.training.checkpoint import save_checkpoint
+    from pixelwise.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     kwargs = {"num_classes": 3, "in_channels": 3, "base_channels": 4, "depth": 2}

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from pixelwise.errors import CheckpointError
-from pixelwise.training.checkpoint import (
+from pixelwise.checkpoint import (
     capture_rng_state,
     load_checkpoint,
     load_safetensors,

@@ -9,7 +9,7 @@ from pixelwise.data import open_dataset
 from pixelwise.inference import Predictor
 from pixelwise.metrics import ConfusionMatrix
 from pixelwise.models import create_model
-from pixelwise.training.checkpoint import save_checkpoint
+from pixelwise.checkpoint import save_checkpoint
 from pixelwise.training.evaluation import evaluate_checkpoint
 
 DATA = "synthetic:shapes?n=4&n_val=4&n_test=3&size=40"

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 from make_bad_inputs import command_exists, run_pixelwise  # noqa: E402
 
-from pixelwise.training.checkpoint import load_checkpoint  # noqa: E402
+from pixelwise.checkpoint import load_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +35,7 @@ SAVER = textwrap.dedent(
     """
     import sys, torch
     from pathlib import Path
-    from pixelwise.training.checkpoint import save_checkpoint, load_checkpoint
+    from pixelwise.checkpoint import save_checkpoint, load_checkpoint
     path = Path(sys.argv[1])
     start = load_checkpoint(path)["epoch"] + 1 if path.exists() else 0
     for i in range(start, start + 1000):

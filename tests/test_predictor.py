@@ -10,7 +10,7 @@ from pixelwise.errors import CheckpointError, DataError
 from pixelwise.inference import Prediction, Predictor, Preprocessing
 from pixelwise.models import create_model
 from pixelwise.tasks import Task
-from pixelwise.training.checkpoint import save_checkpoint
+from pixelwise.checkpoint import save_checkpoint
 
 MEAN, STD = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
 

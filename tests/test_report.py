@@ -153,7 +153,7 @@ def test_history_from_csv_when_jsonl_absent(tmp_path):
 
 def test_colors_fall_back_to_checkpoint_then_palette(tmp_path):
     torch = pytest.importorskip("torch")
-    from pixelwise.training.checkpoint import save_checkpoint
+    from pixelwise.checkpoint import save_checkpoint
 
     run = make_run(tmp_path)
     info = json.loads((run / "run.json").read_text())
@@ -224,7 +224,7 @@ def test_gallery_recomputed_from_checkpoint_when_evaluate_wrote_none(tmp_path):
     pytest.importorskip("torch")
     from pixelwise.models import create_model
     from pixelwise.tasks import Task
-    from pixelwise.training.checkpoint import save_checkpoint, unwrapped_state_dict
+    from pixelwise.checkpoint import save_checkpoint, unwrapped_state_dict
 
     run = make_run(tmp_path, with_gallery=False)
     metrics = json.loads((run / "eval" / "metrics.json").read_text())

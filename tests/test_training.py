@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from pixelwise.errors import ConfigError
-from pixelwise.training.checkpoint import build_model, load_checkpoint, load_safetensors
+from pixelwise.checkpoint import build_model, load_checkpoint, load_safetensors
 from pixelwise.training.config import load_config, validate_config
 from pixelwise.training.loop import NonFiniteLossError, train_one_epoch
 from pixelwise.training.trainer import Trainer, train

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent / "data"))
 from make_bad_inputs import assert_clear_failure, command_exists, run_pixelwise  # noqa: E402
 
 from pixelwise.errors import CheckpointError  # noqa: E402
-from pixelwise.training.checkpoint import FORMAT, load_checkpoint, save_checkpoint  # noqa: E402
+from pixelwise.checkpoint import FORMAT, load_checkpoint, save_checkpoint  # noqa: E402
 
 
 class _CreatesMarker:
@@ -154,7 +154,7 @@ def _tiny_checkpoint() -> dict:
 
 
 def test_safetensors_round_trip_rebuilds_the_same_model(tmp_path):
-    from pixelwise.training.checkpoint import build_model, load_safetensors, save_safetensors
+    from pixelwise.checkpoint import build_model, load_safetensors, save_safetensors
 
     ckpt = _tiny_checkpoint()
     path = save_safetensors(tmp_path / "model.safetensors", ckpt)
@@ -174,7 +174,7 @@ def test_safetensors_round_trip_rebuilds_the_same_model(tmp_path):
 def test_broken_safetensors_raise_checkpoint_error(tmp_path, problem):
     from safetensors.torch import save_file
 
-    from pixelwise.training.checkpoint import load_safetensors, save_safetensors
+    from pixelwise.checkpoint import load_safetensors, save_safetensors
 
     path = tmp_path / f"{problem}.safetensors"
     if problem == "truncated":
@@ -193,7 +193,7 @@ def test_predict_cli_accepts_model_safetensors(tmp_path):
     # The run folder's deployable weights (model.safetensors) work wherever a checkpoint does.
     if not command_exists("predict"):
         pytest.skip("`pixelwise predict` not written yet")
-    from pixelwise.training.checkpoint import save_safetensors
+    from pixelwise.checkpoint import save_safetensors
 
     model = save_safetensors(tmp_path / "model.safetensors", _tiny_checkpoint())
     image = Path(__file__).parent / "data" / "bad_inputs" / "cmyk.jpg"

@@ -15,7 +15,7 @@ _LAZY = {
     "list_models": ("pixelwise.models", "list_models"),
     "Task": ("pixelwise.tasks", "Task"),
     "Predictor": ("pixelwise.inference", "Predictor"),
-    "load_checkpoint": ("pixelwise.training.checkpoint", "load_checkpoint"),
+    "load_checkpoint": ("pixelwise.checkpoint", "load_checkpoint"),
     "open_dataset": ("pixelwise.data", "open_dataset"),
     "build_loss": ("pixelwise.losses", "build_loss"),
     "ConfusionMatrix": ("pixelwise.metrics", "ConfusionMatrix"),

@@ -61,7 +61,7 @@ def _crop_size(path) -> int | None:
     """The training crop recorded in a checkpoint (informational only; ONNX: None)."""
     if path.suffix.lower() == ".onnx":
         return None
-    from pixelwise.training.checkpoint import load_checkpoint
+    from pixelwise.checkpoint import load_checkpoint
 
     crop = (load_checkpoint(path).get("preprocess") or {}).get("crop_size")
     return int(crop) if crop else None

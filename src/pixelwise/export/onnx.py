@@ -177,7 +177,7 @@ def export_onnx(checkpoint: str | Path | dict[str, Any], out: str | Path, *, wit
     Raises PixelwiseError when no exporter produces a file that matches PyTorch within
     `tolerance` (max |logit difference|; with decoding: fraction of differing labels).
     """
-    from pixelwise.training.checkpoint import build_model, load_checkpoint
+    from pixelwise.checkpoint import build_model, load_checkpoint
 
     ckpt = load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
     meta = checkpoint_metadata(ckpt, with_preprocessing, with_decoding)

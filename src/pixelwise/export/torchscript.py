@@ -25,7 +25,7 @@ def export_torchscript(checkpoint: str | Path | dict[str, Any], out: str | Path,
                        with_decoding: bool = False, tolerance: float = 1e-4,
                        parity_sizes: Sequence[tuple[int, int]] = ((61, 94), (64, 96))) -> ExportResult:
     """Write a TorchScript module to `out`; checks it against eager PyTorch at `parity_sizes`."""
-    from pixelwise.training.checkpoint import build_model, load_checkpoint
+    from pixelwise.checkpoint import build_model, load_checkpoint
 
     ckpt = load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
     meta = checkpoint_metadata(ckpt, with_preprocessing, with_decoding)

@@ -178,7 +178,7 @@ class Predictor:
     def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto",
                         tta: Any = None, **options: Any) -> "Predictor":
         """Load a pixelwise checkpoint (.pt) and rebuild its model, task, classes and preprocessing."""
-        from pixelwise.training.checkpoint import build_model, load_checkpoint
+        from pixelwise.checkpoint import build_model, load_checkpoint
 
         ckpt = load_checkpoint(path)
         task = Task.from_dict(ckpt["task"])

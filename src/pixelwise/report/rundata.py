@@ -140,7 +140,7 @@ def _read_classes(run_dir: Path, data: RunData) -> None:
             ckpt_path = run_dir / "checkpoints" / ckpt_name
             if ckpt_path.is_file():
                 try:
-                    from pixelwise.training.checkpoint import load_checkpoint
+                    from pixelwise.checkpoint import load_checkpoint
 
                     classes = load_checkpoint(ckpt_path).get("classes")
                 except Exception as exc:  # a broken checkpoint must not stop the report

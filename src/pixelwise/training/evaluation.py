@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from pixelwise.errors import CheckpointError, ConfigError, DataError, PixelwiseError
 from pixelwise.training import distributed as D
-from pixelwise.training.checkpoint import build_model, load_checkpoint
+from pixelwise.checkpoint import build_model, load_checkpoint
 from pixelwise.training.loop import Precision, evaluate
 
 

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from pixelwise.errors import CheckpointError, ConfigError, PixelwiseError
 from pixelwise.training import distributed as D
-from pixelwise.training.checkpoint import (
+from pixelwise.checkpoint import (
     capture_rng_state,
     copy_checkpoint,
     load_checkpoint,
