@@ -9,7 +9,7 @@ import yaml
 
 from pixelwise.errors import ConfigError
 from pixelwise.training.config import Config, apply_overrides, load_config, save_config, validate_config
-from pixelwise.training.quickstart import QUICKSTART, quickstart_config
+from pixelwise.workflows.quickstart import QUICKSTART, quickstart_config
 from pixelwise.training.schedules import lr_factor
 from pixelwise.training.config import ScheduleConfig
 

@@ -245,3 +245,49 @@ def test_gallery_recomputed_from_checkpoint_when_evaluate_wrote_none(tmp_path):
     assert re.findall(r"<figcaption>(shapes_val_\d+): mIoU", page) == ["shapes_val_00001", "shapes_val_00004"]
     target = np.asarray(Image.open(run / "eval" / "gallery" / "shapes_val_00001_target.png"))
     assert target.shape == (32, 32) and target.max() <= 4
+
+
+def summary_rows(summary: str) -> dict[str, str]:
+    """{label: value cell HTML} of the run-summary table."""
+    rows = re.findall(r'<tr><td>(.*?)</td><td(?: class="num")?>(.*?)</td></tr>', summary.split("<tbody>", 1)[1])
+    return dict(rows)
+
+
+def test_run_summary_shows_readable_rows_not_json(tmp_path):
+    # run.json as the trainer writes it: nested dicts for data, model, hardware and precision.
+    run = make_run(tmp_path)
+    (run / "run.json").write_text(json.dumps({
+        "wall_seconds": 65.0,
+        "hardware": {"device": "cpu", "cpu": "AMD EPYC", "cpu_count": 2, "cuda": None},
+        "precision": {"autocast": "torch.bfloat16", "channels_last": True},
+        "dataset": {"root": "synthetic:shapes", "train_images": 256, "classes": CLASSES,
+                    "task": {"kind": "multiclass", "num_classes": 4, "ignore_index": 255, "threshold": 0.5}},
+        "model": {"name": "unet", "kwargs": {"base_channels": 16, "depth": 4}, "parameters": 1234567},
+        "best_metric": {"val_miou": 0.61234567},
+    }))
+    summary = table(write_report(run).read_text(), "summary-table")
+    rows = summary_rows(summary)
+    assert '{"' not in summary and "&quot;" not in summary  # no raw JSON anywhere in the summary
+
+    def lines(label: str) -> list[str]:
+        return [re.sub(r"<[^>]+>", "", line) for line in rows[label].split("<br>")]
+
+    assert lines("Data") == ["root: synthetic:shapes", "train images: 256",
+                             "classes: background, road, car, boat", "task › kind: multiclass",
+                             "task › num classes: 4", "task › ignore index: 255", "task › threshold: 0.5"]
+    assert lines("Model") == ["name: unet", "kwargs › base channels: 16", "kwargs › depth: 4",
+                              "parameters: 1234567"]
+    assert lines("Hardware") == ["device: cpu", "cpu: AMD EPYC", "cpu count: 2", "cuda: n/a"]
+    assert lines("Precision") == ["autocast: torch.bfloat16", "channels last: yes"]
+    assert lines("Best metric") == ["val miou: 0.612346"]
+    assert rows["Wall time"] == "1m 05s"
+    assert '<span class="key">root</span>: synthetic:shapes' in rows["Data"]
+
+
+def test_run_summary_escapes_values_and_shortens_long_lists(tmp_path):
+    run = make_run(tmp_path)
+    names = [f"c{i}" for i in range(30)]
+    (run / "run.json").write_text(json.dumps({"dataset": {"root": "<script>x</script>", "classes": names}}))
+    data_row = summary_rows(table(write_report(run).read_text(), "summary-table"))["Data"]
+    assert "<script>" not in data_row and "&lt;script&gt;" in data_row
+    assert "c0, c1," in data_row and "c11 … (18 more)" in data_row and "c12" not in data_row

@@ -3,6 +3,11 @@
 The model is stored by registry name and constructor kwargs beside its weights (as in
 nanoGPT), so nothing pickled is needed to rebuild it, and every load uses
 `torch.load(weights_only=True)`: a file that would run code on load is refused.
+
+This is the one module that knows the checkpoint layout. Readers (inference, export,
+evaluation, report, serve, commands) call `load_model()` or `read_meta()` and get a typed
+`CheckpointMeta`; none of them indexes the checkpoint dict. It sits below all of them and
+imports only errors, tasks and models (see docs/architecture.md, "Layers").
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ import pickle
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from pixelwise.errors import CheckpointError
+from pixelwise.errors import CheckpointError, TaskError
+from pixelwise.tasks import Task
 
 FORMAT = "pixelwise-checkpoint/1"
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -119,6 +126,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     for key in ("model", "task", "state_dict"):
         if key not in checkpoint:
             raise CheckpointError(f"{path}: checkpoint lacks the {key!r} entry")
+    CheckpointMeta.from_dict(checkpoint, source=path)  # a malformed description fails here, by name
     return checkpoint
 
 
@@ -129,15 +137,163 @@ def _first_line(exc: BaseException) -> str:
 
 def build_model(checkpoint: dict[str, Any]) -> nn.Module:
     """Rebuild the model a checkpoint describes and load its weights (eval mode)."""
+    return _build(CheckpointMeta.from_dict(checkpoint), checkpoint)
+
+
+def _build(meta: "CheckpointMeta", checkpoint: dict[str, Any], source: str | Path | None = None) -> nn.Module:
     from pixelwise.models import create_model
 
-    spec = checkpoint["model"]
-    model = create_model(spec["name"], **spec.get("kwargs", {}))
+    where = f"{source}: " if source is not None else ""
+    if "state_dict" not in checkpoint:
+        raise CheckpointError(f"{where}checkpoint lacks the 'state_dict' entry")
+    model = create_model(meta.model_name, **meta.model_kwargs)
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as exc:
-        raise CheckpointError(f"weights do not match model {spec['name']!r}: {_first_line(exc)}") from None
+        raise CheckpointError(f"{where}weights do not match model {meta.model_name!r}: {_first_line(exc)}") from None
     return model.eval()
+
+
+def load_model(source: str | Path | dict[str, Any], device: str | torch.device = "cpu") -> tuple[nn.Module, "CheckpointMeta"]:
+    """(model in eval mode on `device`, its `CheckpointMeta`) from a checkpoint file (.pt or
+    model.safetensors) or an already loaded checkpoint dict. Every reader of checkpoints uses this."""
+    if isinstance(source, dict):
+        checkpoint, where = source, None
+    else:
+        checkpoint, where = load_checkpoint(source), source
+    meta = CheckpointMeta.from_dict(checkpoint, source=where)
+    return _build(meta, checkpoint, where).to(device), meta
+
+
+def read_meta(source: str | Path | dict[str, Any]) -> "CheckpointMeta":
+    """The `CheckpointMeta` of a checkpoint file or dict, without building the model."""
+    if isinstance(source, dict):
+        return CheckpointMeta.from_dict(source)
+    return CheckpointMeta.from_dict(load_checkpoint(source), source=source)
+
+
+def resolve_checkpoint(source: str | Path) -> tuple[Path, Path]:
+    """(checkpoint file, run folder) for a checkpoint path or a run folder (best.pt, else last.pt)."""
+    source = Path(source)
+    if source.is_dir():
+        for name in ("best.pt", "last.pt"):
+            candidate = source / "checkpoints" / name
+            if candidate.is_file():
+                return candidate, source
+        raise CheckpointError(f"{source}: no checkpoints/best.pt or checkpoints/last.pt in this run folder")
+    if not source.exists():
+        raise CheckpointError(f"{source}: no such checkpoint or run folder")
+    run_dir = source.parent.parent if source.parent.name == "checkpoints" else source.parent
+    return source, run_dir
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """Everything about a checkpoint except its tensors: how to rebuild the model, the task,
+    the classes and the input preprocessing. Built only by `from_dict`, which checks each
+    entry and raises `CheckpointError` naming the file and the entry at fault."""
+
+    model_name: str
+    task: Task
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    class_names: tuple[str, ...] = ()                     # empty: the checkpoint names none
+    class_colors: tuple[tuple[int, int, int], ...] = ()   # empty: the checkpoint has no palette
+    ignore_index: int = 255
+    mean: tuple[float, ...] | None = None                 # per input channel, 0..1 scale
+    std: tuple[float, ...] | None = None
+    in_channels: int = 3
+    crop_size: int | None = None                          # training crop (informational)
+    epoch: int | None = None                              # epochs done when saved (training checkpoints)
+    data_root: str | None = None                          # the data it was trained on (config.data.root)
+    format: str = FORMAT
+
+    @classmethod
+    def from_dict(cls, checkpoint: Mapping[str, Any], source: str | Path | None = None) -> "CheckpointMeta":
+        """Read the description part of a checkpoint (or safetensors metadata) dict."""
+        where = f"{source}: " if source is not None else ""
+
+        def bad(entry: str, problem: str) -> CheckpointError:
+            return CheckpointError(f"{where}checkpoint entry {entry!r} {problem}")
+
+        if not isinstance(checkpoint, Mapping):
+            raise CheckpointError(f"{where}not a pixelwise checkpoint (expected a dict, got {type(checkpoint).__name__})")
+        fmt = checkpoint.get("format", FORMAT)
+        if fmt != FORMAT:
+            raise bad("format", f"is {fmt!r}; this version reads {FORMAT!r}")
+        model = checkpoint.get("model")
+        if not isinstance(model, Mapping) or not isinstance(model.get("name"), str) or not model["name"]:
+            raise bad("model", "must be a dict with a model 'name' (and optional 'kwargs')")
+        kwargs = model.get("kwargs") or {}
+        if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+            raise bad("model.kwargs", "must be a dict of keyword arguments")
+        task_dict = checkpoint.get("task")
+        if not isinstance(task_dict, Mapping):
+            raise bad("task", "is missing or not a dict")
+        try:
+            task = Task.from_dict(dict(task_dict))
+        except (TaskError, TypeError, ValueError) as exc:
+            raise bad("task", f"is invalid: {_first_line(exc)}") from None
+
+        classes = checkpoint.get("classes") or {}
+        if not isinstance(classes, Mapping):
+            raise bad("classes", "must be a dict (names, colors, ignore_index)")
+        names = classes.get("names") or []
+        if not isinstance(names, (list, tuple)):
+            raise bad("classes.names", "must be a list of class names")
+        colors = classes.get("colors") or []
+        try:
+            palette = tuple(tuple(int(v) for v in c) for c in colors)
+        except (TypeError, ValueError):
+            raise bad("classes.colors", "must be a list of [r, g, b] colours") from None
+        if any(len(c) != 3 for c in palette):
+            raise bad("classes.colors", "must be a list of [r, g, b] colours")
+        try:
+            ignore_index = int(classes.get("ignore_index", task.ignore_index))
+        except (TypeError, ValueError):
+            raise bad("classes.ignore_index", "must be an integer") from None
+
+        pre = checkpoint.get("preprocess") or {}
+        if not isinstance(pre, Mapping):
+            raise bad("preprocess", "must be a dict (mean, std, in_channels, crop_size)")
+        try:
+            in_channels = int(pre.get("in_channels") or kwargs.get("in_channels", 3))
+            mean = None if pre.get("mean") is None else tuple(float(v) for v in pre["mean"])
+            std = None if pre.get("std") is None else tuple(float(v) for v in pre["std"])
+            crop = None if not pre.get("crop_size") else int(pre["crop_size"])
+        except (TypeError, ValueError):
+            raise bad("preprocess", "holds a value of the wrong type (mean/std: lists of numbers, "
+                                    "in_channels/crop_size: integers)") from None
+        for entry, values in (("preprocess.mean", mean), ("preprocess.std", std)):
+            if values is not None and len(values) != in_channels:
+                raise bad(entry, f"has {len(values)} values for {in_channels} input channel(s)")
+
+        config = checkpoint.get("config") or {}
+        data = config.get("data") if isinstance(config, Mapping) else None
+        data_root = data.get("root") if isinstance(data, Mapping) else None
+        epoch = checkpoint.get("epoch")
+        return cls(model_name=model["name"], model_kwargs=dict(kwargs), task=task,
+                   class_names=tuple(str(n) for n in names), class_colors=palette, ignore_index=ignore_index,
+                   mean=mean, std=std, in_channels=in_channels, crop_size=crop,
+                   epoch=None if epoch is None else int(epoch),
+                   data_root=None if data_root is None else str(data_root), format=fmt)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The description entries of a checkpoint dict; `from_dict(meta.to_dict()) == meta`."""
+        d: dict[str, Any] = {
+            "format": self.format,
+            "model": {"name": self.model_name, "kwargs": dict(self.model_kwargs)},
+            "task": self.task.to_dict(),
+            "classes": {"names": list(self.class_names), "colors": [list(c) for c in self.class_colors],
+                        "ignore_index": self.ignore_index},
+            "preprocess": {"mean": None if self.mean is None else list(self.mean),
+                           "std": None if self.std is None else list(self.std),
+                           "in_channels": self.in_channels, "crop_size": self.crop_size},
+        }
+        if self.epoch is not None:
+            d["epoch"] = self.epoch
+        if self.data_root is not None:
+            d["config"] = {"data": {"root": self.data_root}}
+        return d
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -30,8 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pixelwise.metrics import jsonable
-    from pixelwise.training.evaluation import evaluate_checkpoint, resolve_checkpoint
-    from pixelwise.training.trainer import write_report_if_available
+    from pixelwise.checkpoint import resolve_checkpoint
+    from pixelwise.training.evaluation import evaluate_checkpoint
+    from pixelwise.workflows import write_report_if_available
 
     result = evaluate_checkpoint(args.source, data=args.data, split=args.split, out_dir=args.out,
                                  batch_size=args.batch_size, device=args.device, amp=args.amp, limit=args.limit,

@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _resolve_model_path(text: str):
     from pathlib import Path
 
-    from pixelwise.training.evaluation import resolve_checkpoint
+    from pixelwise.checkpoint import resolve_checkpoint
 
     path = Path(text)
     if path.is_dir():  # a run folder: best.pt, else last.pt, else a clear CheckpointError

@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pixelwise.training.quickstart import run_quickstart
+    from pixelwise.workflows.quickstart import run_quickstart
 
     words = ["pixelwise", "quickstart", "--out", str(args.out), "--task", args.task, *args.overrides]
     run_quickstart(args.out, task=args.task, overrides=args.overrides, command=shlex.join(words))

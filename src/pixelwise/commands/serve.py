@@ -61,7 +61,6 @@ def _crop_size(path) -> int | None:
     """The training crop recorded in a checkpoint (informational only; ONNX: None)."""
     if path.suffix.lower() == ".onnx":
         return None
-    from pixelwise.checkpoint import load_checkpoint
+    from pixelwise.checkpoint import read_meta
 
-    crop = (load_checkpoint(path).get("preprocess") or {}).get("crop_size")
-    return int(crop) if crop else None
+    return read_meta(path).crop_size

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from pixelwise.errors import ConfigError
     from pixelwise.metrics import jsonable
     from pixelwise.training.config import load_config
-    from pixelwise.training.trainer import train
+    from pixelwise.workflows import train_test_report
 
     config_path = args.config
     if config_path is None:
@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from pixelwise.training.distributed import cleanup
 
     try:
-        summary = train(config, args.out, resume=args.resume, evaluate_test=not args.no_test,
-                        command=invocation(args))
+        summary = train_test_report(config, args.out, resume=args.resume, evaluate_test=not args.no_test,
+                                    command=invocation(args))
     finally:
         cleanup()
     if not _is_main():

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pixelwise.checkpoint import CheckpointMeta, load_model
 from pixelwise.errors import CheckpointError, PixelwiseError
 from pixelwise.tasks import Task
 
@@ -77,22 +78,19 @@ class ExportResult:
     checked_sizes: list[tuple[int, int]]
 
 
-def checkpoint_metadata(ckpt: dict[str, Any], with_preprocessing: bool, with_decoding: bool) -> dict[str, Any]:
+def checkpoint_metadata(meta: CheckpointMeta, with_preprocessing: bool, with_decoding: bool) -> dict[str, Any]:
     """What a Predictor needs besides the graph (stored as JSON in metadata_props)."""
-    task = Task.from_dict(ckpt["task"])
-    classes = ckpt.get("classes") or {}
-    pre = ckpt.get("preprocess") or {}
-    in_channels = int(pre.get("in_channels") or ckpt["model"].get("kwargs", {}).get("in_channels", 3))
+    in_channels = meta.in_channels
     return {
         "format": "pixelwise-onnx/1",
-        "task": task.to_dict(),
-        "class_names": list(classes.get("names") or []),
-        "colors": [list(map(int, c)) for c in classes.get("colors") or []],
-        "ignore_index": int(classes.get("ignore_index", task.ignore_index)),
-        "mean": [float(v) for v in pre.get("mean") or [0.0] * in_channels],
-        "std": [float(v) for v in pre.get("std") or [1.0] * in_channels],
+        "task": meta.task.to_dict(),
+        "class_names": list(meta.class_names),
+        "colors": [list(c) for c in meta.class_colors],
+        "ignore_index": meta.ignore_index,
+        "mean": list(meta.mean or [0.0] * in_channels),
+        "std": list(meta.std or [1.0] * in_channels),
         "in_channels": in_channels,
-        "model": {"name": ckpt["model"]["name"], "kwargs": ckpt["model"].get("kwargs", {})},
+        "model": {"name": meta.model_name, "kwargs": dict(meta.model_kwargs)},
         "with_preprocessing": bool(with_preprocessing),
         "with_decoding": bool(with_decoding),
     }
@@ -177,11 +175,9 @@ def export_onnx(checkpoint: str | Path | dict[str, Any], out: str | Path, *, wit
     Raises PixelwiseError when no exporter produces a file that matches PyTorch within
     `tolerance` (max |logit difference|; with decoding: fraction of differing labels).
     """
-    from pixelwise.checkpoint import build_model, load_checkpoint
-
-    ckpt = load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
-    meta = checkpoint_metadata(ckpt, with_preprocessing, with_decoding)
-    model = build_model(ckpt).float().eval()
+    model, ckpt_meta = load_model(checkpoint)
+    meta = checkpoint_metadata(ckpt_meta, with_preprocessing, with_decoding)
+    model = model.float().eval()
     wrapper = ExportWrapper(model, Task.from_dict(meta["task"]), meta["mean"], meta["std"],
                             with_preprocessing, with_decoding).eval()
     out = Path(out)

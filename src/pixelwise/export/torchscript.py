@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import torch
 
+from pixelwise.checkpoint import load_model
 from pixelwise.errors import PixelwiseError
 from pixelwise.export.onnx import EXAMPLE_SIZE, ExportResult, ExportWrapper, _example_input, checkpoint_metadata
 from pixelwise.tasks import Task
@@ -25,11 +26,9 @@ def export_torchscript(checkpoint: str | Path | dict[str, Any], out: str | Path,
                        with_decoding: bool = False, tolerance: float = 1e-4,
                        parity_sizes: Sequence[tuple[int, int]] = ((61, 94), (64, 96))) -> ExportResult:
     """Write a TorchScript module to `out`; checks it against eager PyTorch at `parity_sizes`."""
-    from pixelwise.checkpoint import build_model, load_checkpoint
-
-    ckpt = load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
-    meta = checkpoint_metadata(ckpt, with_preprocessing, with_decoding)
-    wrapper = ExportWrapper(build_model(ckpt).float().eval(), Task.from_dict(meta["task"]), meta["mean"],
+    model, ckpt_meta = load_model(checkpoint)
+    meta = checkpoint_metadata(ckpt_meta, with_preprocessing, with_decoding)
+    wrapper = ExportWrapper(model.float().eval(), Task.from_dict(meta["task"]), meta["mean"],
                             meta["std"], with_preprocessing, with_decoding).eval()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -178,17 +178,12 @@ class Predictor:
     def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto",
                         tta: Any = None, **options: Any) -> "Predictor":
         """Load a pixelwise checkpoint (.pt) and rebuild its model, task, classes and preprocessing."""
-        from pixelwise.checkpoint import build_model, load_checkpoint
+        from pixelwise.checkpoint import load_model
 
-        ckpt = load_checkpoint(path)
-        task = Task.from_dict(ckpt["task"])
-        classes = ckpt.get("classes") or {}
-        pre = ckpt.get("preprocess") or {}
-        in_channels = int(pre.get("in_channels") or ckpt["model"].get("kwargs", {}).get("in_channels", 3))
-        model = build_model(ckpt)
+        model, meta = load_model(path)
         predictor = cls.from_model(
-            model, task, mean=pre.get("mean"), std=pre.get("std"), in_channels=in_channels,
-            class_names=classes.get("names"), colors=classes.get("colors"),
+            model, meta.task, mean=meta.mean, std=meta.std, in_channels=meta.in_channels,
+            class_names=meta.class_names, colors=meta.class_colors,
             device=device, precision=precision, tta=tta, **options,
         )
         predictor.source = str(path)

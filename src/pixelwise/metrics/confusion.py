@@ -140,8 +140,8 @@ def confusion_matrix(pred: ArrayLike, target: ArrayLike, num_classes: int,
 
 
 def _all_reduce_sum(t: Tensor) -> Tensor:
-    """In place: `t` becomes its sum over processes (training.distributed.all_reduce_sum)."""
-    from pixelwise.training.distributed import all_reduce_sum
+    """In place: `t` becomes its sum over processes."""
+    from pixelwise.collective import all_reduce_sum
 
     return t.copy_(all_reduce_sum(t))
 

@@ -39,6 +39,7 @@ th { background: #f4f4f4; }
 img.plot { max-width: 100%; display: block; margin: 0.5em 0; }
 figure { margin: 0.8em 0; } figcaption { font-size: 0.9em; color: #444; }
 pre { background: #f8f8f8; padding: 0.8em; overflow: auto; font-size: 0.85em; }
+#summary-table .key { color: #555; }
 </style>
 </head>
 <body>
@@ -99,10 +100,50 @@ def _table(table_id: str, header: Iterable[str], rows: Iterable[Iterable[str]]) 
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
-def _compact(value: Any) -> str:
-    if isinstance(value, (dict, list)):
-        return escape(json.dumps(value, default=str, sort_keys=False)[:600])
-    return escape(fmt(value) if isinstance(value, float) else str(value))
+MAX_LIST_ITEMS = 12   # longer lists (e.g. 30 class names) show their first items and a count
+
+
+def _readable(value: Any) -> str:
+    """A run.json / config value as readable escaped HTML: a dict becomes one `key: value` line
+    per leaf (nested keys joined with ' › '), a list of plain values a comma-separated list."""
+    if isinstance(value, dict):
+        lines = [f'<span class="key">{escape(key)}</span>: {text}' for key, text in _flatten(value)]
+        return "<br>".join(lines) if lines else "n/a"
+    return _plain(value)
+
+
+def _flatten(value: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """(label, escaped HTML) per leaf of a nested dict, in the dict's order."""
+    rows: list[tuple[str, str]] = []
+    for key, item in value.items():
+        label = f"{prefix} › {_label(key)}" if prefix else _label(key)
+        if isinstance(item, dict) and item:
+            rows += _flatten(item, label)
+        else:
+            rows.append((label, _plain(item)))
+    return rows
+
+
+def _label(key: Any) -> str:
+    return str(key).replace("_", " ")
+
+
+def _plain(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return "n/a" if not math.isfinite(value) else escape(f"{value:.6g}")
+    if isinstance(value, dict):  # an empty dict, or one inside a list
+        return escape(json.dumps(value, default=str)) if value else "n/a"
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "none"
+        shown = ", ".join(_plain(v) for v in value[:MAX_LIST_ITEMS])
+        more = len(value) - MAX_LIST_ITEMS
+        return shown + (f" … ({more} more)" if more > 0 else "")
+    return escape(str(value))
 
 
 def _summary(data: RunData) -> str:
@@ -113,7 +154,7 @@ def _summary(data: RunData) -> str:
     def add(label: str, *candidates: Any) -> None:
         for value in candidates:
             if value not in (None, "", {}, []):
-                rows.append([escape(label), _compact(value)])
+                rows.append([escape(label), _readable(value)])
                 return
 
     add("Data", info.get("dataset"), config.get("data"))

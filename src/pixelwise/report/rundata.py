@@ -140,14 +140,15 @@ def _read_classes(run_dir: Path, data: RunData) -> None:
             ckpt_path = run_dir / "checkpoints" / ckpt_name
             if ckpt_path.is_file():
                 try:
-                    from pixelwise.checkpoint import load_checkpoint
+                    from pixelwise.checkpoint import read_meta
 
-                    classes = load_checkpoint(ckpt_path).get("classes")
+                    meta = read_meta(ckpt_path)
                 except Exception as exc:  # a broken checkpoint must not stop the report
                     data.missing.append(f"class colours: {ckpt_path.name} unreadable ({exc})")
                     continue
-                if isinstance(classes, dict):
-                    sources.append(classes)
+                if meta.class_names:
+                    sources.append({"names": list(meta.class_names), "colors": [list(c) for c in meta.class_colors],
+                                    "ignore_index": meta.ignore_index})
                     break
     if sources:
         names = [str(n) for n in sources[0].get("names", [])]

@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from pixelwise.collective import all_reduce_sum  # noqa: F401  (re-exported: D.all_reduce_sum)
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -68,21 +70,6 @@ def wrap_model(model: nn.Module, info: DistInfo, device: torch.device, sync_batc
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device_ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-
-
-def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
-    """Sum a tensor across processes into a new tensor on `value`'s device (unchanged for one
-    process). Every reduction in the project goes through here: losses, timings, confusion matrices."""
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return value
-    if value.device.type == "cpu" and dist.get_backend() == "nccl":
-        # NCCL reduces GPU tensors only; scalars and confusion matrices live on the CPU.
-        on_gpu = value.to(f"cuda:{torch.cuda.current_device()}")
-        dist.all_reduce(on_gpu, op=dist.ReduceOp.SUM)
-        return on_gpu.to(value.device)
-    value = value.clone()
-    dist.all_reduce(value, op=dist.ReduceOp.SUM)
-    return value
 
 
 def barrier() -> None:

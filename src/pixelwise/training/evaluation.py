@@ -19,25 +19,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from pixelwise.errors import CheckpointError, ConfigError, DataError, PixelwiseError
+from pixelwise.errors import ConfigError, DataError, PixelwiseError
 from pixelwise.training import distributed as D
-from pixelwise.checkpoint import build_model, load_checkpoint
+from pixelwise.checkpoint import load_model, resolve_checkpoint
 from pixelwise.training.loop import Precision, evaluate
-
-
-def resolve_checkpoint(source: str | Path) -> tuple[Path, Path]:
-    """(checkpoint file, run folder) for a checkpoint path or a run folder (best.pt, else last.pt)."""
-    source = Path(source)
-    if source.is_dir():
-        for name in ("best.pt", "last.pt"):
-            candidate = source / "checkpoints" / name
-            if candidate.is_file():
-                return candidate, source
-        raise CheckpointError(f"{source}: no checkpoints/best.pt or checkpoints/last.pt in this run folder")
-    if not source.exists():
-        raise CheckpointError(f"{source}: no such checkpoint or run folder")
-    run_dir = source.parent.parent if source.parent.name == "checkpoints" else source.parent
-    return source, run_dir
 
 
 def split_exists(data: str, split: str) -> bool:
@@ -156,28 +141,26 @@ def evaluate_checkpoint(source: str | Path, *, data: str | None = None, split: s
     `tta` (e.g. "hflip,scale:0.75,1.0,1.25") averages probabilities over those views.
     """
     from pixelwise.data import build_transforms, open_dataset
-    from pixelwise.tasks import Task
     from pixelwise.training.trainer import limited, resolve_data_root, resolve_precision, shard_for_eval
 
     ckpt_path, run_dir = resolve_checkpoint(source)
-    ckpt = load_checkpoint(ckpt_path)
+    model, meta = load_model(ckpt_path)
     if data is None:
-        data = (ckpt.get("config") or {}).get("data", {}).get("root")
+        data = meta.data_root
         if data is None:
             raise ConfigError(f"{ckpt_path}: the checkpoint does not record its data; pass --data")
     data = resolve_data_root(str(data))
     out = Path(out_dir) if out_dir is not None else run_dir / "eval"
     dev = D.resolve_device(device)
     info = D.init_distributed(dev)
-    task = Task.from_dict(ckpt["task"])
-    pre = ckpt.get("preprocess") or {}
-    class_names = list(ckpt.get("classes", {}).get("names") or [str(i) for i in range(task.num_classes)])
-    colors = [tuple(c) for c in ckpt.get("classes", {}).get("colors") or []]
+    task = meta.task
+    class_names = list(meta.class_names or [str(i) for i in range(task.num_classes)])
+    colors = list(meta.class_colors)
     if not colors:
         from pixelwise.data.classes import default_colors
 
         colors = default_colors(task.num_classes)
-    transform = build_transforms(False, None, pre.get("mean"), pre.get("std"), task.ignore_index)
+    transform = build_transforms(False, None, meta.mean, meta.std, task.ignore_index)
     dataset = limited(open_dataset(data, split, transform=transform, task=task), limit)
     if len(dataset) == 0:
         raise DataError(data, f"split {split!r} holds no images")
@@ -185,7 +168,7 @@ def evaluate_checkpoint(source: str | Path, *, data: str | None = None, split: s
     shard, indices = shard_for_eval(dataset, info)
     # Whole images of different sizes cannot share a batch; batch_size > 1 needs equal sizes.
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    model = build_model(ckpt).to(dev)
+    model = model.to(dev)
     precision = resolve_precision(amp, "auto", dev)
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -219,7 +202,7 @@ def evaluate_checkpoint(source: str | Path, *, data: str | None = None, split: s
     total = scored["confusion"].matrix.cpu().numpy()
     result = score_matrices(total, [(name, m) for _, name, m in per_image], class_names, n_resamples)
     result.update({"checkpoint": str(ckpt_path), "data": data, "split": split,
-                   "epoch": ckpt.get("epoch"), "task": task.kind, "tta": tta or None})
+                   "epoch": meta.epoch, "task": task.kind, "tta": tta or None})
     if info.is_main:
         write_eval_files(out, result, class_names)
         if verbose:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from pixelwise.errors import PixelwiseError
-from pixelwise.training.distributed import all_reduce_sum
+from pixelwise.collective import all_reduce_sum
 
 
 class NonFiniteLossError(PixelwiseError):

@@ -543,8 +543,9 @@ class Trainer:
 def train(config: Config, run_dir: str | Path, *, resume: bool = False, verbose: bool = True,
           evaluate_test: bool = True, save_predictions: int = 0, command: str | None = None) -> dict[str, Any]:
     """Train a run, then score the best checkpoint on `data.test_split` (RUN_DIR/eval/, with
-    predictions and overlays of the first `save_predictions` test images) and write the report
-    when the report package is available. `command` is recorded in run.json."""
+    predictions and overlays of the first `save_predictions` test images). `command` is
+    recorded in run.json. The report is the workflow layer's step
+    (`pixelwise.workflows.train_test_report`): training does not import the report."""
     trainer = Trainer(config, run_dir, resume=resume, verbose=verbose, command=command)
     try:
         summary = trainer.fit()
@@ -557,20 +558,7 @@ def train(config: Config, run_dir: str | Path, *, resume: bool = False, verbose:
                                                       limit=config.data.limit, device=str(trainer.device), amp=config.train.amp,
                                                       num_workers=config.data.num_workers,
                                                       save_predictions=save_predictions, verbose=verbose)
-        if summary["finished"] and trainer.dist.is_main:
-            write_report_if_available(Path(run_dir), verbose)
     finally:
         D.barrier()
     return summary
 
-
-def write_report_if_available(run_dir: Path, verbose: bool = True) -> Path | None:
-    """RUN_DIR/report.html through pixelwise.report.write_report, when that package is installed."""
-    try:
-        from pixelwise.report import write_report
-    except ImportError:
-        return None
-    path = write_report(run_dir)
-    if verbose:
-        print(f"report: {path}", file=sys.stderr)
-    return path

@@ -47,12 +47,12 @@ def run_quickstart(out: str | Path = "runs/quickstart", task: str = "multiclass"
     """Train, evaluate on the test split with predictions and overlays, write the report; print where."""
     started = time.perf_counter()
     config = quickstart_config(task, overrides)  # a bad override fails here, before torch loads
-    from pixelwise.training.trainer import train
+    from pixelwise.workflows.pipeline import train_test_report
 
     out = Path(out)
     # One pass does it all: training, the test split scored with predictions and overlays
     # (with the recipe's device, precision and loader settings), then the report.
-    summary = train(config, out, verbose=verbose, save_predictions=16, command=command)
+    summary = train_test_report(config, out, verbose=verbose, save_predictions=16, command=command)
     result = summary.get("test")  # absent when an override sets data.test_split=null
     report = out / "report.html" if (out / "report.html").is_file() else None
     minutes = (time.perf_counter() - started) / 60
