@@ -27,7 +27,7 @@ def test_quickstart_multiclass_writes_the_whole_run(tmp_path):
                           "data.crop_size=48", "train.epochs=1", "train.amp=off", "train.channels_last=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("checkpoints/best.pt", "model.safetensors", "metrics.csv", "eval/metrics.json",
-                 "eval/confusion_matrix.csv", "eval/per_image.csv", "config.yaml"):
+                 "eval/confusion_matrix.csv", "eval/per_image.csv", "config.yaml", "report.html"):
         assert (out / name).is_file(), name
     predictions = sorted((out / "predictions").glob("*.png"))
     overlays = sorted((out / "overlays").glob("*.png"))

@@ -16,6 +16,8 @@ _LAZY = {
     "Task": ("pixelwise.tasks", "Task"),
     "Predictor": ("pixelwise.inference", "Predictor"),
     "load_checkpoint": ("pixelwise.checkpoint", "load_checkpoint"),
+    "load_model": ("pixelwise.checkpoint", "load_model"),
+    "CheckpointMeta": ("pixelwise.checkpoint", "CheckpointMeta"),
     "open_dataset": ("pixelwise.data", "open_dataset"),
     "build_loss": ("pixelwise.losses", "build_loss"),
     "ConfusionMatrix": ("pixelwise.metrics", "ConfusionMatrix"),
