@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("inference", ["pixelwise.inference", "pixelwise.export"]),
     ("training", ["pixelwise.training"]),
     ("presentation", ["pixelwise.report", "pixelwise.serve"]),
-    ("workflows", ["pixelwise.workflows"]),
+    ("workflows", ["pixelwise.workflows", "pixelwise.bench"]),
     ("interface", ["pixelwise.commands", "pixelwise.cli", "pixelwise.__main__"]),
 ]
 
