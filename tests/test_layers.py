@@ -21,9 +21,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # resolved at run time, so it holds no static imports of its own).
 LAYERS: list[tuple[str, list[str]]] = [
     ("base", ["pixelwise", "pixelwise.errors", "pixelwise.atomic", "pixelwise.runtime", "pixelwise.collective"]),
-    ("primitives", ["pixelwise.tasks", "pixelwise.visualize"]),
-    ("components", ["pixelwise.data", "pixelwise.models", "pixelwise.losses", "pixelwise.metrics",
-                    "pixelwise.weights"]),
+    ("components", ["pixelwise.tasks", "pixelwise.visualize", "pixelwise.data", "pixelwise.models",
+                    "pixelwise.losses", "pixelwise.metrics", "pixelwise.weights"]),
     ("checkpoint", ["pixelwise.checkpoint"]),
     ("inference", ["pixelwise.inference", "pixelwise.export"]),
     ("training", ["pixelwise.training"]),
