@@ -86,6 +86,160 @@ def test_multiclass_hand_values(fn, kwargs, expected):
     assert fn(M_LOGITS, M_TARGET, TWO, **kwargs).item() == pytest.approx(expected, rel=1e-6)
 
 
+# ------------------------------------- hand values at non-zero logits, every task and loss
+# The logits are logs of small ratios so that every probability is a short decimal:
+#   sigmoid(ln 3) = 3/4, sigmoid(-ln 3) = 1/4, sigmoid(ln 4) = 4/5, sigmoid(-ln 4) = 1/5,
+#   sigmoid(ln 2) = 2/3, sigmoid(0) = 1/2, softmax(ln a, ln b, ln c) = (a, b, c) / (a + b + c).
+# A sign slip in a sigmoid swaps p and 1 - p, a wrong softmax axis or a fp/fn swap moves the
+# soft counts: every value below changes. The expected numbers use these probabilities, typed
+# in by hand, and math.log only (no project helper, no soft_counts()). The ignored pixel's
+# logits are large and wrong, so counting it anywhere would show.
+LN4 = math.log(4.0)
+
+
+def nll(p: float) -> float:
+    return -math.log(p)
+
+
+# Binary: 1x4 image, logits (ln 3, -ln 4, -ln 3, 7), targets (1, 0, 1, ignored).
+#   p = sigmoid = (.75, .2, .25); probability of the true label pt = (.75, .8, .25)
+#   BCE mean = (nll .75 + nll .8 + nll .25) / 3; pos_weight 3 triples the positive terms, the
+#   mean still divides by the 3 counted pixels.
+#   soft counts: tp = .75 + .25 = 1, fp = .2, fn = (1 - .75) + (1 - .25) = 1
+#   Dice s=0: 2*1 / (2 + .2 + 1) = 2/3.2;  s=1: (2 + 1) / (3.2 + 1) = 3/4.2
+#   IoU  s=0: 1 / (1 + .2 + 1) = 1/2.2;    s=1: (1 + 1) / (2.2 + 1) = 2/3.2
+#   Tversky(.3, .7) s=0: 1 / (1 + .3*.2 + .7*1) = 1/1.76; (.7, .3): 1 / (1 + .14 + .3) = 1/1.44
+#   focal g=2: (1 - pt)^2 nll(pt): (.25^2 nll .75 + .2^2 nll .8 + .75^2 nll .25) / 3
+#   focal alpha .25: positives weigh .25, the negative .75; still divided by 3
+B2_LOGITS = torch.tensor([[[[LN3, -LN4, -LN3, 7.0]]]])  # (1, 1, 1, 4)
+B2_TARGET = torch.tensor([[[1, 0, 1, 255]]])
+B2_BCE = (nll(0.75) + nll(0.8) + nll(0.25)) / 3
+B2_FOCAL_TERMS = [0.25 ** 2 * nll(0.75), 0.2 ** 2 * nll(0.8), 0.75 ** 2 * nll(0.25)]
+
+# Multiclass, 3 classes, 1x4 image:
+#   pixel 1 logits (0, ln 2, 0)  -> softmax (1, 2, 1)/4 = (.25, .5, .25), target 1
+#   pixel 2 logits (ln 3, 0, 0)  -> (3, 1, 1)/5 = (.6, .2, .2),          target 0
+#   pixel 3 logits (0, 0, ln 2)  -> (1, 1, 2)/4 = (.25, .25, .5),        target 0 (predicted 2)
+#   pixel 4 logits (40, -40, 0), ignored
+#   pt = (.5, .6, .25); CE = (nll .5 + nll .6 + nll .25) / 3
+#   class weights (1, 2, 4) weigh pixels by target class 2, 1, 1 and divide by their sum 4
+#   label smoothing .1 (torch): .9 nll(pt) + .1/3 sum_k nll(p_k), per pixel, then the mean
+#   soft counts per class (c0, c1, c2):
+#     tp = (.6 + .25, .5, 0)               = (.85, .5, 0)
+#     fp = (.25, .2 + .25, .25 + .2 + .5)   = (.25, .45, .95)
+#     fn = ((1-.6) + (1-.25), 1 - .5, 0)   = (1.15, .5, 0)
+#   Dice s=0: (1.7/3.1, 1/1.95, 0/.95);  s=1: (2.7/4.1, 2/2.95, 1/1.95)
+#   IoU  s=0: (.85/2.25, .5/1.45, 0)
+#   Tversky(.3, .7) s=0: .85/(.85 + .075 + .805), .5/(.5 + .135 + .35), 0 = (.85/1.73, .5/.985, 0)
+#   focal g=2: (.5^2 nll .5 + .4^2 nll .6 + .75^2 nll .25) / 3
+#   BCE on the one-hot target (sigmoid of each logit: s(0)=.5, s(ln 2)=2/3, s(ln 3)=.75), 9 elements:
+#     pixel 1 t=(0,1,0): nll(1-.5) + nll(2/3) + nll(1-.5)
+#     pixel 2 t=(1,0,0): nll(.75) + nll(.5) + nll(.5)
+#     pixel 3 t=(1,0,0): nll(.5) + nll(.5) + nll(1 - 2/3)
+M3_LOGITS = torch.tensor([[[[0.0, LN3, 0.0, 40.0]], [[LN2, 0.0, 0.0, -40.0]], [[0.0, 0.0, LN2, 0.0]]]])  # (1, 3, 1, 4)
+M3_TARGET = torch.tensor([[[1, 0, 0, 255]]])
+M3 = Task("multiclass", 3)
+M3_CE = (nll(0.5) + nll(0.6) + nll(0.25)) / 3
+M3_SMOOTHED = (0.9 * nll(0.5) + 0.1 / 3 * (nll(0.25) + nll(0.5) + nll(0.25))
+               + 0.9 * nll(0.6) + 0.1 / 3 * (nll(0.6) + nll(0.2) + nll(0.2))
+               + 0.9 * nll(0.25) + 0.1 / 3 * (nll(0.25) + nll(0.25) + nll(0.5))) / 3
+M3_FOCAL_TERMS = [0.5 ** 2 * nll(0.5), 0.4 ** 2 * nll(0.6), 0.75 ** 2 * nll(0.25)]
+M3_BCE = (2 * nll(0.5) + nll(2 / 3) + nll(0.75) + 2 * nll(0.5) + 2 * nll(0.5) + nll(1 / 3)) / 9
+
+# Multilabel, 2 classes, 1x3 image:
+#   channel 0 logits (ln 3, -ln 3, ln 4), targets (1, 1, 0) -> p (.75, .25, .8),  pt (.75, .25, .2)
+#   channel 1 logits (-ln 4, ln 4, 9),    targets (0, 1, ignored) -> p (.2, .8), pt (.8, .8)
+#   BCE = (nll .75 + nll .25 + nll .2 + nll .8 + nll .8) / 5
+#   pos_weight (2, 3) per channel: 2 nll .75 + 2 nll .25 + nll .2 + nll .8 + 3 nll .8, over 5
+#   soft counts: ch0 tp = .75 + .25 = 1, fp = .8, fn = .25 + .75 = 1; ch1 tp = .8, fp = .2, fn = .2
+#   Dice s=0: (2/3.8, 1.6/2);  s=1: (3/4.8, 2.6/3)
+#   IoU  s=0: (1/2.8, .8/1.2)
+#   Tversky(.3, .7) s=0: 1/(1 + .24 + .7) = 1/1.94, .8/(.8 + .06 + .14) = .8
+#   focal g=2: (.25^2 nll .75 + .75^2 nll .25 + .8^2 nll .2 + .2^2 nll .8 + .2^2 nll .8) / 5
+#   focal alpha .25: weights by target (.25, .25, .75 | .75, .25)
+ML_LOGITS = torch.tensor([[[[LN3, -LN3, LN4]], [[-LN4, LN4, 9.0]]]])  # (1, 2, 1, 3)
+ML_TARGET = torch.tensor([[[[1, 1, 0]], [[0, 1, 255]]]])
+ML = Task("multilabel", 2)
+ML_BCE = (nll(0.75) + nll(0.25) + nll(0.2) + nll(0.8) + nll(0.8)) / 5
+ML_FOCAL_TERMS = [0.25 ** 2 * nll(0.75), 0.75 ** 2 * nll(0.25), 0.8 ** 2 * nll(0.2), 0.2 ** 2 * nll(0.8),
+                  0.2 ** 2 * nll(0.8)]
+
+
+def _score_loss(*scores: float) -> float:
+    return 1 - sum(scores) / len(scores)
+
+
+NONZERO_CASES = [
+    # binary
+    ("binary", binary_cross_entropy, {}, B2_BCE),
+    ("binary", cross_entropy, {}, B2_BCE),
+    ("binary", binary_cross_entropy, {"pos_weight": 3.0}, (3 * nll(0.75) + nll(0.8) + 3 * nll(0.25)) / 3),
+    ("binary", dice_loss, {"smooth": 0.0}, _score_loss(2 / 3.2)),
+    ("binary", dice_loss, {}, _score_loss(3 / 4.2)),
+    ("binary", jaccard_loss, {"smooth": 0.0}, _score_loss(1 / 2.2)),
+    ("binary", jaccard_loss, {}, _score_loss(2 / 3.2)),
+    ("binary", tversky_loss, {"smooth": 0.0}, _score_loss(1 / 1.76)),
+    ("binary", tversky_loss, {"smooth": 0.0, "alpha": 0.7, "beta": 0.3}, _score_loss(1 / 1.44)),
+    ("binary", focal_loss, {"gamma": 2.0}, sum(B2_FOCAL_TERMS) / 3),
+    ("binary", focal_loss, {"gamma": 2.0, "alpha": 0.25},
+     (0.25 * B2_FOCAL_TERMS[0] + 0.75 * B2_FOCAL_TERMS[1] + 0.25 * B2_FOCAL_TERMS[2]) / 3),
+    # multiclass
+    ("multiclass", cross_entropy, {}, M3_CE),
+    ("multiclass", cross_entropy, {"class_weights": torch.tensor([1.0, 2.0, 4.0])},
+     (2 * nll(0.5) + nll(0.6) + nll(0.25)) / 4),
+    ("multiclass", cross_entropy, {"label_smoothing": 0.1}, M3_SMOOTHED),
+    ("multiclass", binary_cross_entropy, {}, M3_BCE),
+    ("multiclass", dice_loss, {"smooth": 0.0}, _score_loss(1.7 / 3.1, 1 / 1.95, 0.0)),
+    ("multiclass", dice_loss, {}, _score_loss(2.7 / 4.1, 2 / 2.95, 1 / 1.95)),
+    ("multiclass", jaccard_loss, {"smooth": 0.0}, _score_loss(0.85 / 2.25, 0.5 / 1.45, 0.0)),
+    ("multiclass", tversky_loss, {"smooth": 0.0}, _score_loss(0.85 / 1.73, 0.5 / 0.985, 0.0)),
+    ("multiclass", focal_loss, {"gamma": 2.0}, sum(M3_FOCAL_TERMS) / 3),
+    ("multiclass", focal_loss, {"gamma": 2.0, "class_weights": torch.tensor([1.0, 2.0, 4.0])},
+     (2 * M3_FOCAL_TERMS[0] + M3_FOCAL_TERMS[1] + M3_FOCAL_TERMS[2]) / 3),
+    # multilabel
+    ("multilabel", binary_cross_entropy, {}, ML_BCE),
+    ("multilabel", cross_entropy, {}, ML_BCE),
+    ("multilabel", binary_cross_entropy, {"pos_weight": torch.tensor([2.0, 3.0])},
+     (2 * nll(0.75) + 2 * nll(0.25) + nll(0.2) + nll(0.8) + 3 * nll(0.8)) / 5),
+    ("multilabel", dice_loss, {"smooth": 0.0}, _score_loss(2 / 3.8, 1.6 / 2)),
+    ("multilabel", dice_loss, {}, _score_loss(3 / 4.8, 2.6 / 3)),
+    ("multilabel", jaccard_loss, {"smooth": 0.0}, _score_loss(1 / 2.8, 0.8 / 1.2)),
+    ("multilabel", tversky_loss, {"smooth": 0.0}, _score_loss(1 / 1.94, 0.8)),
+    ("multilabel", focal_loss, {"gamma": 2.0}, sum(ML_FOCAL_TERMS) / 5),
+    ("multilabel", focal_loss, {"gamma": 2.0, "alpha": 0.25},
+     sum(w * f for w, f in zip([0.25, 0.25, 0.75, 0.75, 0.25], ML_FOCAL_TERMS)) / 5),
+]
+NONZERO_INPUTS = {"binary": (B2_LOGITS, B2_TARGET, BINARY), "multiclass": (M3_LOGITS, M3_TARGET, M3),
+                  "multilabel": (ML_LOGITS, ML_TARGET, ML)}
+
+
+@pytest.mark.parametrize("kind, fn, kwargs, expected", NONZERO_CASES,
+                         ids=[f"{c[0]}-{c[1].__name__}-{i}" for i, c in enumerate(NONZERO_CASES)])
+def test_hand_values_at_nonzero_logits(kind, fn, kwargs, expected):
+    logits, target, task = NONZERO_INPUTS[kind]
+    assert fn(logits, target, task, **kwargs).item() == pytest.approx(expected, rel=1e-5)
+
+
+# Combinations through build_loss, from the single values above (each derived by hand):
+#   "ce+dice" uses Dice's default smooth 1; "0.5*ce+2*tversky" with smooth=0 (CE takes no smooth);
+#   "focal+jaccard": focal g=2 plus IoU with smooth 1.
+@pytest.mark.parametrize("kind, spec, options, expected", [
+    ("binary", "ce+dice", {}, B2_BCE + _score_loss(3 / 4.2)),
+    ("binary", "0.5*ce+2*tversky", {"smooth": 0.0}, 0.5 * B2_BCE + 2 * _score_loss(1 / 1.76)),
+    ("binary", "focal+jaccard", {}, sum(B2_FOCAL_TERMS) / 3 + _score_loss(2 / 3.2)),
+    ("multiclass", "ce+dice", {}, M3_CE + _score_loss(2.7 / 4.1, 2 / 2.95, 1 / 1.95)),
+    ("multiclass", "0.5*ce+2*tversky", {"smooth": 0.0}, 0.5 * M3_CE + 2 * _score_loss(0.85 / 1.73, 0.5 / 0.985, 0.0)),
+    ("multiclass", {"focal": 1.0, "jaccard": {"weight": 3.0, "smooth": 0.0}}, {},
+     sum(M3_FOCAL_TERMS) / 3 + 3 * _score_loss(0.85 / 2.25, 0.5 / 1.45, 0.0)),
+    ("multilabel", "ce+dice", {}, ML_BCE + _score_loss(3 / 4.8, 2.6 / 3)),
+    ("multilabel", "0.5*bce+2*tversky", {"smooth": 0.0}, 0.5 * ML_BCE + 2 * _score_loss(1 / 1.94, 0.8)),
+    ("multilabel", "focal+jaccard", {"smooth": 0.0}, sum(ML_FOCAL_TERMS) / 5 + _score_loss(1 / 2.8, 0.8 / 1.2)),
+])
+def test_combined_losses_by_hand(kind, spec, options, expected):
+    logits, target, task = NONZERO_INPUTS[kind]
+    assert build_loss(spec, task, **options)(logits, target).item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_class_weights_change_the_weighted_mean():
     # Two counted pixels: class 0 with p = 1/2 (loss ln 2), class 1 with p = 3/4.
     logits = torch.tensor([[[[0.0, 0.0]], [[0.0, LN3]]]])
