@@ -3,7 +3,8 @@
 Frozen outputs: tests/data/frozen_model_outputs.json holds a few numbers per model
 (seeded init, tiny input). After an intended architecture change, regenerate with
     .venv/bin/python tests/test_models.py --update-frozen
-and say why in the commit.
+and say why in the commit. They only detect a change; two hand-weighted networks with outputs
+computed on paper (test_hand_weighted_*) check the numbers themselves.
 """
 
 from __future__ import annotations
@@ -117,6 +118,71 @@ def test_frozen_output(name):
         assert math.isclose(got[key], want[key], rel_tol=1e-3, abs_tol=1e-4), (key, got[key], want[key])
     for g, w in zip(got["values"], want["values"]):
         assert math.isclose(g, w, rel_tol=1e-3, abs_tol=1e-4), (g, w)
+
+
+# The frozen outputs above came from the code under test: they detect a change, not an error.
+# These two are independent: tiny networks from the project's own layers with weights set by
+# hand, whose outputs are worked out on paper. All numbers are small binary fractions, so float32
+# computes them exactly and the comparison is torch.equal.
+
+def _centre(*values: float) -> torch.Tensor:
+    """A 3x3 kernel per input channel that is zero except at the centre (a 1x1 conv in effect)."""
+    kernel = torch.zeros(len(values), 3, 3)
+    kernel[:, 1, 1] = torch.tensor(values)
+    return kernel
+
+
+def test_hand_weighted_unet_output_computed_on_paper():
+    model = create_model("unet", num_classes=2, in_channels=1, base_channels=1, depth=1, batch_norm=False).eval()
+    inc_1 = _centre(1.0)
+    inc_1[0, 1, 0] = 0.5  # also half the left neighbour: checks the conv's orientation and zero padding
+    weights = {
+        "inc.0.0.weight": inc_1[None], "inc.0.0.bias": [0.0],
+        "inc.1.0.weight": _centre(2.0)[None], "inc.1.0.bias": [-1.0],
+        "down.0.0.0.weight": torch.stack([_centre(1.0), _centre(-1.0)]), "down.0.0.0.bias": [0.0, 13.0],
+        "down.0.1.0.weight": torch.stack([_centre(0.5, 1.0), _centre(1.0, -1.0)]), "down.0.1.0.bias": [0.0, -10.0],
+        # ConvTranspose2d weight (in=2, out=1, 2, 2); channel 1 is 100 everywhere but must arrive as 0
+        "up.0.up.op.weight": torch.tensor([[[[0.25, 0.5], [-0.25, 1.0]]], [[[100.0, 100.0], [100.0, 100.0]]]]),
+        "up.0.conv.0.0.weight": _centre(1.0, -1.0)[None], "up.0.conv.0.0.bias": [0.5],
+        "up.0.conv.1.0.weight": _centre(2.0)[None], "up.0.conv.1.0.bias": [1.0],
+        "head.weight": torch.tensor([[[[-1.0]]], [[[1.0]]]]), "head.bias": [3.0, 0.0],
+    }
+    state = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in weights.items()}
+    model.load_state_dict(state, strict=True)
+    x = torch.tensor([[[[1.0, -2.0], [3.0, 4.0]]]])  # (1, 1, 2, 2)
+    # inc conv 1: x + 0.5 * left neighbour (0 beyond the border) = [[1, -1.5], [3, 5.5]]; ReLU [[1, 0], [3, 5.5]]
+    # inc conv 2: 2 * that - 1 = [[1, -1], [5, 10]]; ReLU -> skip = [[1, 0], [5, 10]]
+    # 2x2 max-pool -> 10
+    # down conv 1: (10, -10 + 13) = (10, 3), ReLU keeps both
+    # down conv 2: (0.5*10 + 3, 10 - 3 - 10) = (8, -3); ReLU -> (8, 0)
+    # transposed conv: 8 * [[0.25, 0.5], [-0.25, 1]] + 0 * 100 = [[2, 4], [-2, 8]]
+    # concatenate [upsampled, skip]; up conv 1: up - skip + 0.5 = [[1.5, 4.5], [-6.5, -1.5]]; ReLU [[1.5, 4.5], [0, 0]]
+    # up conv 2: 2 * that + 1 = [[4, 10], [1, 1]] (ReLU keeps it)
+    # head: class 0 = -f + 3 = [[-1, -7], [2, 2]], class 1 = f = [[4, 10], [1, 1]]  (raw logits, no activation)
+    expected = torch.tensor([[[[-1.0, -7.0], [2.0, 2.0]], [[4.0, 10.0], [1.0, 1.0]]]])
+    with torch.no_grad():
+        got = model(x)
+    assert torch.equal(got, expected), got
+
+
+def test_hand_weighted_conv_bn_relu_in_eval_mode():
+    from pixelwise.models.layers import ConvBNReLU
+
+    block = ConvBNReLU(1, 2, kernel_size=1).eval()
+    conv, bn = block[0], block[1]
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[[[2.0]]], [[[-1.0]]]]))
+        bn.running_mean.copy_(torch.tensor([1.0, 0.5]))
+        bn.running_var.copy_(torch.tensor([4.0, 0.25]))
+        bn.weight.copy_(torch.tensor([3.0, 1.0]))
+        bn.bias.copy_(torch.tensor([0.5, -1.0]))
+    bn.eps = 0.0  # so that sqrt(var + eps) is exactly 2 and 0.5
+    x = torch.tensor([[[[0.0, 1.0], [-2.0, 2.5]]]])
+    # channel 0: ReLU(3 * (2x - 1) / 2 + 0.5) = ReLU(3x - 1) on (0, 1, -2, 2.5)  -> (0, 2, 0, 6.5)
+    # channel 1: ReLU(1 * (-x - 0.5) / 0.5 - 1) = ReLU(-2x - 2)                   -> (0, 0, 2, 0)
+    expected = torch.tensor([[[[0.0, 2.0], [0.0, 6.5]], [[0.0, 0.0], [2.0, 0.0]]]])
+    with torch.no_grad():
+        assert torch.equal(block(x), expected)
 
 
 def test_unknown_model_lists_available_names():
