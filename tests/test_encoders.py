@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -147,20 +150,76 @@ def test_adapt_first_conv_keeps_response_to_gray_input():
     torch.testing.assert_close(rgb_out, 3 * one_out)
 
 
-def test_timm_style_names_match_by_order(tmp_path):
-    """timm's MobileNetV3 names differ (conv_stem, blocks.i.j.conv_pw, ...) but its tensors come in
-    the same order with the same shapes; extra head tensors at the end are ignored."""
-    enc = create_encoder("mobilenetv3_large", width_mult=0.25)
-    g = torch.Generator().manual_seed(2)
-    renamed = {f"blocks.{i}.{k.rsplit('.', 1)[-1]}": torch.randn(v.shape, generator=g) if v.is_floating_point() else v
-               for i, (k, v) in enumerate(enc.state_dict().items())}
-    renamed["conv_head.weight"] = torch.randn(1280, 960, 1, 1, generator=g)
-    renamed["classifier.weight"] = torch.randn(1000, 1280, generator=g)
-    path = tmp_path / "mbv3_timm.pth"
-    torch.save(renamed, path)
-    fresh = create_encoder("mobilenetv3_large", width_mult=0.25, weights=str(path))
-    for (key, value), expected in zip(fresh.state_dict().items(), renamed.values()):
-        torch.testing.assert_close(value, expected, msg=key)
+# --- timm key layouts: timm's real names, order and shapes, recorded from timm itself ---
+# tests/data/timm_state_dict_layouts.json was written by tests/data/record_timm_layouts.py from
+# timm's own state_dict() (its header names the timm source files and commit), never from
+# pixelwise's modules, so the loader is checked against what a timm checkpoint really holds.
+TIMM = json.loads((Path(__file__).parent / "data" / "timm_state_dict_layouts.json").read_text())
+
+
+def timm_state(model: str, seed: int) -> dict[str, torch.Tensor]:
+    """A stand-in timm checkpoint: random values in timm's recorded names, order and shapes."""
+    g = torch.Generator().manual_seed(seed)
+    return {name: torch.tensor(3) if name.endswith("num_batches_tracked") else torch.randn(shape, generator=g)
+            for name, shape in TIMM["models"][model]}
+
+
+def test_timm_mobilenetv3_checkpoint_loads_by_order(tmp_path):
+    """timm names MobileNetV3's tensors conv_stem, blocks.i.j.conv_pw/conv_dw/se.conv_reduce...;
+    they come in the encoder's order with its shapes, and timm's head (conv_head, classifier)
+    follows the last block and is left out."""
+    state = timm_state("mobilenetv3_large_100", seed=2)
+    assert list(state)[:2] == ["conv_stem.weight", "bn1.weight"] and list(state)[-4:] == [
+        "conv_head.weight", "conv_head.bias", "classifier.weight", "classifier.bias"]
+    path = tmp_path / "mobilenetv3_large_100.pth"
+    torch.save(state, path)
+    enc = create_encoder("mobilenetv3_large", weights=str(path))
+    loaded = enc.state_dict()
+    # The same layer by meaning on both sides (timm name <- pixelwise name), checked by value.
+    for ours, theirs in [
+        ("features.0.0.weight", "conv_stem.weight"),
+        ("features.0.1.running_var", "bn1.running_var"),
+        ("features.1.block.0.0.weight", "blocks.0.0.conv_dw.weight"),  # stage 0: depthwise first, no expansion
+        ("features.1.block.1.0.weight", "blocks.0.0.conv_pw.weight"),
+        ("features.7.block.0.0.weight", "blocks.3.0.conv_pw.weight"),  # inverted residual: expand, dw, project
+        ("features.7.block.1.0.weight", "blocks.3.0.conv_dw.weight"),
+        ("features.7.block.2.0.weight", "blocks.3.0.conv_pwl.weight"),
+        ("features.4.block.2.fc1.bias", "blocks.2.0.se.conv_reduce.bias"),
+        ("features.15.block.2.fc2.weight", "blocks.5.2.se.conv_expand.weight"),
+        ("features.16.0.weight", "blocks.6.0.conv.weight"),  # the last 1x1 conv to 960 channels
+        ("features.16.1.bias", "blocks.6.0.bn1.bias"),
+    ]:
+        torch.testing.assert_close(loaded[ours], state[theirs], msg=f"{ours} <- {theirs}")
+    # Every learned tensor comes from timm's tensor at the same position; the head is not used.
+    learned = [k for k in loaded if not k.endswith("num_batches_tracked")]
+    theirs = [k for k in state if not k.endswith("num_batches_tracked")]
+    assert len(theirs) == len(learned) + 4
+    for ours_key, their_key in zip(learned, theirs):
+        torch.testing.assert_close(loaded[ours_key], state[their_key], msg=f"{ours_key} <- {their_key}")
+
+
+def test_timm_mobilenetv3_checkpoint_missing_a_tensor_is_refused(tmp_path):
+    """Matching by order must not silently shift every later tensor when one is missing."""
+    state = timm_state("mobilenetv3_large_100", seed=3)
+    del state["blocks.2.0.se.conv_reduce.bias"]
+    path = tmp_path / "broken.pth"
+    torch.save(state, path)
+    with pytest.raises(ConfigError, match=r"broken\.pth.*shape"):
+        create_encoder("mobilenetv3_large", weights=str(path))
+
+
+def test_timm_resnet18_checkpoint_loads_by_name_in_any_order(tmp_path):
+    """timm's ResNet uses torchvision's names (conv1, layer1.0.bn1, downsample.0, fc): matched by name,
+    so even a file whose tensors come in another order loads each one into its own layer."""
+    state = timm_state("resnet18", seed=4)
+    path = tmp_path / "resnet18_timm.safetensors"
+    save_file(dict(reversed(list(state.items()))), str(path))
+    enc = create_encoder("resnet18", weights=str(path))
+    loaded = enc.state_dict()
+    learned = [k for k in state if not k.endswith("num_batches_tracked") and not k.startswith("fc.")]
+    assert sorted(learned) == sorted(k for k in loaded if not k.endswith("num_batches_tracked"))
+    for key in learned:
+        torch.testing.assert_close(loaded[key], state[key], msg=key)
 
 
 def test_wrong_architecture_weights_name_the_file_and_tensor(tmp_path):
