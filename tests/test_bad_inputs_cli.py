@@ -389,6 +389,7 @@ def test_predictor_tiles_a_large_image(tmp_path, checkpoint):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # its subprocess alone may take up to 600 s
 def test_predict_cli_large_image_stays_within_memory(tmp_path, checkpoint):
     # 3072 x 3072 (9.4 M pixels, over the default 2.1 M pixel budget). Measured on the dev machine
     # at 2048 x 2048: peak RSS 377 MiB tiled (default) vs 702 MiB with --max-pixels 1e9 (whole
@@ -415,6 +416,7 @@ def test_predict_cli_large_image_stays_within_memory(tmp_path, checkpoint):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # its subprocess alone may take up to 600 s
 def test_evaluate_large_image_uses_tiling(tmp_path, checkpoint):
     need("evaluate")
     root = tmp_path / "data"

@@ -29,6 +29,7 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # its subprocess alone may take up to 600 s
 def test_torchrun_two_processes_train_and_evaluate_like_one(tmp_path):
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(yaml.safe_dump(RECIPE))

@@ -21,6 +21,7 @@ def run_quickstart(out: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # its subprocess alone may take up to 600 s
 def test_quickstart_multiclass_writes_the_whole_run(tmp_path):
     out = tmp_path / "qs"
     proc = run_quickstart(out, "--task", "multiclass", "data.root=synthetic:shapes?n=16&n_val=4&n_test=6&size=48",
@@ -42,6 +43,7 @@ def test_quickstart_multiclass_writes_the_whole_run(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # its subprocess alone may take up to 600 s
 def test_quickstart_multilabel_on_wafer(tmp_path):
     out = tmp_path / "qs"
     proc = run_quickstart(out, "--task", "multilabel", "data.root=synthetic:wafer?n=16&n_val=4&n_test=4&size=32",
