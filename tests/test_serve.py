@@ -222,15 +222,17 @@ def test_concurrent_requests_share_batches_and_get_their_own_answers():
 
         threads = [threading.Thread(target=send, args=(0,))]
         threads[0].start()
-        assert spy.entered.wait(30)  # request 0 holds the worker
-        threads += [threading.Thread(target=send, args=(i,)) for i in range(1, 7)]
-        for thread in threads[1:]:
-            thread.start()
-        deadline = time.monotonic() + 30
-        while httpx.get(f"{url}/health").json()["queued"] < 6:  # requests 1..6 wait together
-            assert time.monotonic() < deadline, "the requests never queued up"
-            time.sleep(0.02)
-        spy.gate.set()
+        try:
+            assert spy.entered.wait(30)  # request 0 holds the worker
+            threads += [threading.Thread(target=send, args=(i,)) for i in range(1, 7)]
+            for thread in threads[1:]:
+                thread.start()
+            deadline = time.monotonic() + 30
+            while httpx.get(f"{url}/health").json()["queued"] < 6:  # requests 1..6 wait together
+                assert time.monotonic() < deadline, "the requests never queued up"
+                time.sleep(0.02)
+        finally:
+            spy.gate.set()
         for thread in threads:
             thread.join(60)
         health = httpx.get(f"{url}/health").json()
@@ -250,7 +252,7 @@ def test_concurrent_requests_share_batches_and_get_their_own_answers():
 
 @pytest.mark.slow
 def test_load_500_requests_16_concurrent_no_errors(predictor):
-    with serving(create_app(predictor, ServeSettings(max_queue=64), name="tiny")) as url:
+    with serving(create_app(predictor, ServeSettings(), name="tiny")) as url:  # default limits (queue 32)
         out = subprocess.run([sys.executable, str(REPO / "bench" / "bench_serve.py"), "--url", url,
                               "--requests", "500", "--concurrency", "16", "--size", "64"],
                              capture_output=True, text=True, timeout=280)
