@@ -178,6 +178,8 @@ def check_layout(layout: Layout, data: str, workers: int = 2) -> CheckReport:
     add = report.issues.append
     for path, problem in layout.problems:
         add(Issue("error", "layout", str(path) if path else None, problem))
+    for path, problem in layout.warnings:
+        add(Issue("warning", "annotation", str(path) if path else None, problem))
     for p in layout.orphan_images:
         add(Issue("error", "orphan_image", str(p), "image without a mask"))
     for p in layout.orphan_masks:

@@ -140,6 +140,8 @@ def _no_negative_ids(arr: np.ndarray, path: Path) -> np.ndarray:
 def read_mask(path: str | Path) -> np.ndarray:
     """Read a mask file raw: 2-D index map (uint8/uint16, palette indices kept), HxWx3 RGB,
     or a multi-channel array (.npy/.tif) as stored. Raises `DataError` naming the file."""
+    if hasattr(path, "render_mask"):  # drawn from annotations (pixelwise.data.annotations), not a file
+        return path.render_mask()
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npy" or (suffix in (".tif", ".tiff") and _is_multichannel_tiff(path)):

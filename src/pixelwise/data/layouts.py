@@ -45,7 +45,7 @@ class Sample:
 @dataclass
 class Layout:
     root: Path
-    kind: str                                   # "folder", "voc", "cityscapes", "camvid-segnet"
+    kind: str                                   # "folder", "voc", "cityscapes", "camvid-segnet", "coco", ...
     classes: ClassTable
     encoding: str                               # "index", "rgb", "multilabel"
     splits: dict[str, list[Sample]]
@@ -53,6 +53,7 @@ class Layout:
     orphan_images: list[Path] = field(default_factory=list)  # images without masks
     orphan_masks: list[Path] = field(default_factory=list)   # masks without images
     problems: list[tuple[Path | None, str]] = field(default_factory=list)
+    warnings: list[tuple[Path | None, str]] = field(default_factory=list)   # kept, with a caveat
     notes: list[str] = field(default_factory=list)
 
     def split(self, name: str) -> list[Sample]:
@@ -149,6 +150,11 @@ def _hash_split(name: str) -> str:
 # --------------------------------------------------------------------------- detection
 def scan_layout(root: str | Path) -> Layout:
     """Recognise the layout of `root` and list its samples. DataError if none fits."""
+    from pixelwise.data.annotations import scan_annotation_layout  # LabelMe/COCO/CVAT/Label Studio exports
+
+    annotated = scan_annotation_layout(root)
+    if annotated is not None:
+        return annotated
     root = Path(root)
     if not root.exists():
         raise DataError(root, "data folder does not exist")

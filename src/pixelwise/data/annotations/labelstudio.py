@@ -1,0 +1,202 @@
+"""Label Studio JSON export (labelstud.io, "JSON" export): a list of tasks.
+
+Task: {"id", "data": {"image": url}, "annotations": [{"id", "result": [...], "was_cancelled"}]}
+(older exports say "completions"). The first annotation not cancelled is used. Results:
+polygonlabels ({"points": [[x%, y%], ...]}), rectanglelabels ({x, y, width, height,
+rotation} in percent, rotated about the top-left corner), ellipselabels ({x, y, radiusX,
+radiusY, rotation} in percent), brushlabels ({"format": "rle", "rle": [bytes]}: Label Studio's
+own RLE of the RGBA image, the mask being alpha > 0); keypoints are ignored and counted.
+Percent is of `original_width` / `original_height`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+import numpy as np
+
+from pixelwise.data.annotations.model import AnnotatedImage, AnnotationSet, ClassMap, Shape, find_image
+from pixelwise.data.annotations.rasterise import box_polygon, ellipse_polygon, self_intersects
+from pixelwise.errors import DataError
+
+_LABEL_KEYS = ("polygonlabels", "rectanglelabels", "ellipselabels", "brushlabels", "labels")
+
+
+def is_labelstudio(data: Any) -> bool:
+    return isinstance(data, list) and bool(data) and all(isinstance(t, dict) and "data" in t for t in data[:5]) \
+        and any("annotations" in t or "completions" in t for t in data[:5])
+
+
+def _annotation(task: dict) -> dict | None:
+    for ann in task.get("annotations") or task.get("completions") or []:
+        if isinstance(ann, dict) and not ann.get("was_cancelled"):
+            return ann
+    return None
+
+
+def _label(value: dict) -> str | None:
+    for key in _LABEL_KEYS:
+        if value.get(key):
+            return str(value[key][0])
+    return None
+
+
+def label_names(data: list) -> list[str]:
+    names = []
+    for task in data:
+        ann = _annotation(task) if isinstance(task, dict) else None
+        for r in (ann or {}).get("result") or []:
+            name = _label(r.get("value") or {}) if isinstance(r, dict) else None
+            if name is not None and name not in names:
+                names.append(name)
+    return sorted(names)
+
+
+def _image_ref(url: str) -> list[str]:
+    """File names to look for: the path in the URL, a local-files ?d= path, and the upload
+    name without the 8-hex prefix Label Studio adds ("5f3a1b2c-photo.png")."""
+    parsed = urlparse(url)
+    refs = []
+    if "d" in parse_qs(parsed.query):
+        refs.append(unquote(parse_qs(parsed.query)["d"][0]))
+    name = unquote(Path(parsed.path).name)
+    if name:
+        refs.append(name)
+        stripped = re.sub(r"^[0-9a-f]{8}-", "", name)
+        if stripped != name:
+            refs.append(stripped)
+    return refs
+
+
+def read(path: Path, data: list, cmap: ClassMap | None, image_roots: list[Path]) -> AnnotationSet:
+    from pixelwise.data.io import image_size
+
+    if cmap is None:
+        cmap = ClassMap.from_names(label_names(data), f"{path.name} labels")
+    out = AnnotationSet("labelstudio", path, cmap.table, cmap.fill)
+    for t, task in enumerate(data):
+        tid = task.get("id", t) if isinstance(task, dict) else t
+        url = str(((task.get("data") or {}) if isinstance(task, dict) else {}).get("image", ""))
+        found = None
+        for ref in _image_ref(url):
+            found = find_image(ref, image_roots)
+            if found:
+                break
+        if found is None:
+            out.errors.append((f"{path}: task {tid}", f"image {url!r} is referenced but missing "
+                               f"(looked under {', '.join(str(r) for r in image_roots)})"))
+            continue
+        ann = _annotation(task)
+        results = [r for r in (ann or {}).get("result") or [] if isinstance(r, dict)]
+        sized = [r for r in results if "original_width" in r]
+        w, h = (int(sized[0]["original_width"]), int(sized[0]["original_height"])) if sized else image_size(found)
+        img = AnnotatedImage(found.stem, found, w, h, source=str(path))
+        out.images.append(img)
+        for r in results:
+            where = f"{path}: task {tid}, result {r.get('id', '?')}"
+            shape = _shape(r, w, h, where, cmap, out)
+            if shape is not None:
+                img.shapes.append(shape)
+                out.read += 1
+    return out
+
+
+def _shape(r: dict, w: int, h: int, where: str, cmap: ClassMap, out: AnnotationSet) -> Shape | None:
+    kind = str(r.get("type", "")).lower()
+    value = r.get("value") or {}
+    if kind == "keypointlabels":
+        out.skip(where, "keypoints ignored (no area)", error=False)
+        return None
+    if kind in ("choices", "textarea", "rating", "taxonomy", "number", "datetime", "pairwise", "relation"):
+        return None  # answers about the whole task, not regions: nothing to draw, nothing lost
+    label = _label(value)
+    if kind not in ("polygonlabels", "rectanglelabels", "ellipselabels", "brushlabels") or label is None:
+        out.skip(where, "unsupported result", f"type {kind!r}", error=False)
+        return None
+    cid = cmap.lookup(label)
+    if cid is None:
+        out.skip(where, "unknown category", f"{label!r} is not in {cmap.table.source}")
+        return None
+    sx, sy = w / 100.0, h / 100.0
+    try:
+        if kind == "polygonlabels":
+            pts = np.asarray(value.get("points") or [], np.float64).reshape(-1, 2) * (sx, sy)
+            if len(pts) < 3:
+                out.skip(where, "polygon with fewer than 3 points", f"{len(pts)} point(s)")
+                return None
+            if self_intersects(pts):
+                out.warnings.append((where, "polygon crosses itself: filled even-odd"))
+            return Shape(cid, where, polygons=[pts])
+        if kind == "rectanglelabels":
+            x, y = float(value["x"]) * sx, float(value["y"]) * sy
+            bw, bh = float(value["width"]) * sx, float(value["height"]) * sy
+            return Shape(cid, where, polygons=[box_polygon(x, y, x + bw, y + bh, float(value.get("rotation", 0)),
+                                                           pivot=(x, y))])
+        if kind == "ellipselabels":
+            return Shape(cid, where, polygons=[ellipse_polygon(float(value["x"]) * sx, float(value["y"]) * sy,
+                                                               float(value["radiusX"]) * sx,
+                                                               float(value["radiusY"]) * sy,
+                                                               float(value.get("rotation", 0)))])
+    except (KeyError, TypeError, ValueError) as exc:
+        out.skip(where, "malformed result", f"{type(exc).__name__}: {exc}")
+        return None
+    if value.get("format", "rle") != "rle" or not isinstance(value.get("rle"), list):
+        out.skip(where, "malformed brush", "expected value.format 'rle' and a list value.rle")
+        return None
+    try:
+        rgba = decode_brush_rle(value["rle"])
+    except DataError as exc:
+        out.skip(where, "malformed brush", exc.problem)
+        return None
+    if rgba.size != w * h * 4:
+        out.skip(where, "RLE size mismatch", f"brush holds {rgba.size} values, a {w}x{h} RGBA image {w * h * 4}")
+        return None
+    return Shape(cid, where, bitmap=rgba.reshape(h, w, 4)[:, :, 3] > 0)
+
+
+def decode_brush_rle(data: list[int]) -> np.ndarray:
+    """Label Studio's brush RLE (thi-ng rle-pack, as in label-studio-converter) -> flat uint8.
+
+    A big-endian bit stream: 32 bits value count, 5 bits word size - 1, four 4-bit run-length
+    widths - 1; then blocks of: 1 flag bit, 2 bits choosing a width, `width` bits of length - 1;
+    flag 1: one word repeated length times, flag 0: length literal words.
+    """
+    try:
+        bits = np.unpackbits(np.asarray(data, np.uint8))
+    except (TypeError, ValueError, OverflowError):
+        raise DataError(None, "brush RLE must be a list of byte values 0..255") from None
+    pos = 0
+    weights = 1 << np.arange(31, -1, -1, dtype=np.int64)
+
+    def read(n: int) -> int:
+        nonlocal pos
+        if pos + n > bits.size:
+            raise DataError(None, "brush RLE ends early (truncated)")
+        v = int(bits[pos:pos + n] @ weights[32 - n:]) if n else 0
+        pos += n
+        return v
+
+    num = read(32)
+    word = read(5) + 1
+    sizes = [read(4) + 1 for _ in range(4)]
+    if word > 8:
+        raise DataError(None, f"brush RLE word size {word} bits; RGBA brushes use 8")
+    out = np.zeros(num, np.uint8)
+    i = 0
+    while i < num:
+        repeat = read(1)
+        j = min(num, i + 1 + read(sizes[read(2)]))
+        if repeat:
+            out[i:j] = read(word)
+        else:
+            n = j - i
+            if pos + n * word > bits.size:
+                raise DataError(None, "brush RLE ends early (truncated)")
+            chunk = bits[pos:pos + n * word].reshape(n, word)
+            out[i:j] = chunk @ weights[32 - word:]
+            pos += n * word
+        i = j
+    return out
