@@ -49,10 +49,13 @@ def resolve_data_root(root: str) -> str:
     """Synthetic specs pass through; folders resolve against the current directory."""
     if root.startswith("synthetic:"):
         return root
-    path = Path(root).expanduser().resolve()
+    base, sep, query = root.partition("?")  # annotation options: coco.json?images=ROOT
+    if Path(root).expanduser().exists():
+        base, sep, query = root, "", ""
+    path = Path(base).expanduser().resolve()
     if not path.exists():
         raise ConfigError(f"data.root: {root!r} does not exist (resolved to {path}); set data.root=PATH")
-    return str(path)
+    return str(path) + sep + query
 
 
 def resolve_precision(amp: str, channels_last: bool | str, device: torch.device) -> Precision:

@@ -128,7 +128,7 @@ def load(path: Path, kind: str, files: list[Path], images: str | None = None, la
     if kind == "coco":
         out = None
         for f in files:
-            split = next((s for word, s in _SPLIT_WORDS if word in f.stem.lower()), None) if len(files) > 1 else None
+            split = next((s for word, s in _SPLIT_WORDS if word in f.stem.lower()), None)
             out = coco.read(f, load_json(f), cmap, [f.parent, f.parent / "images", f.parent.parent / "images"]
                             + roots, out, split)
             cmap = cmap or ClassMap(out.classes, fixed=False)

@@ -112,6 +112,8 @@ def convert(src: str | Path, to: str, out: str | Path, tolerance: float = 0.0,
             ET.SubElement(ET.SubElement(labels_el, "label"), "name").text = names[c]
     _atomic(out / "classes.json", lambda t: t.write_text(json.dumps(_classes_json(classes), indent=1)))
     for split, samples in layout.splits.items():
+        if not samples:
+            continue  # an empty split (e.g. of the hash split) would only be an empty file
         ds = SegmentationDataset(samples, classes, None, None, encoding=layout.encoding, name=str(src), split=split)
         images, anns = [], []
         for i, sample in enumerate(samples):
