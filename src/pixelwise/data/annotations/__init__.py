@@ -127,11 +127,17 @@ def load(path: Path, kind: str, files: list[Path], images: str | None = None, la
     cmap = ClassMap.from_file(label_file) if label_file else None
     if kind == "coco":
         out = None
-        for f in files:
+        parsed = [(f, load_json(f)) for f in files]
+        if cmap is None and len(parsed) > 1:  # one class table for all split files: the union of their categories
+            cats = {}
+            for _, data in parsed:
+                cats.update({c.get("id"): str(c.get("name")) for c in data.get("categories") or []
+                             if isinstance(c, dict)})
+            cmap = ClassMap.from_names([cats[k] for k in sorted(cats, key=_id_order)], "COCO categories")
+        for f, data in parsed:
             split = next((s for word, s in _SPLIT_WORDS if word in f.stem.lower()), None)
-            out = coco.read(f, load_json(f), cmap, [f.parent, f.parent / "images", f.parent.parent / "images"]
+            out = coco.read(f, data, cmap, [f.parent, f.parent / "images", f.parent.parent / "images"]
                             + roots, out, split)
-            cmap = cmap or ClassMap(out.classes, fixed=False)
     elif kind == "cvat":
         out = cvat.read(files[0], cmap, roots, line_width)
     elif kind == "labelstudio":
@@ -208,3 +214,11 @@ def _located(where: str, problem: str) -> tuple[Path, str]:
     """'/x/a.json: annotation 3' + problem -> (Path('/x/a.json'), 'annotation 3: problem')."""
     file, _, inside = where.partition(": ")
     return Path(file), f"{inside}: {problem}" if inside else problem
+
+
+def _id_order(cid) -> tuple[int, str]:
+    """Category ids in numeric order; anything not an integer after them."""
+    try:
+        return int(cid), ""
+    except (TypeError, ValueError):
+        return 1 << 62, str(cid)

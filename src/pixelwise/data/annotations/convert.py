@@ -23,11 +23,11 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from pixelwise.data.annotations.model import fill_class
 from pixelwise.data.classes import ClassTable
 from pixelwise.errors import ConfigError, DataError
 
 FORMATS = ("masks", "coco", "labelme", "cvat")
-_BACKGROUND = ("background", "_background_", "__background__")
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -71,14 +71,6 @@ def with_options(src: str | Path, **options) -> str:
 
     given = {k: v for k, v in options.items() if v is not None}
     return f"{src}?{urlencode(given)}" if given else str(src)
-
-
-def fill_class(classes: ClassTable) -> int:
-    """Pixels left unannotated: the class named background, else the ignore index."""
-    for i, n in enumerate(classes.names):
-        if n.lower() in _BACKGROUND:
-            return i
-    return classes.ignore_index
 
 
 def convert(src: str | Path, to: str, out: str | Path, tolerance: float = 0.0,

@@ -127,19 +127,21 @@ class ClassMap:
 
     @property
     def fill(self) -> int:
-        for i, n in enumerate(self.table.names):
-            if n.lower() in BACKGROUND_NAMES:
-                return i
-        return self.table.ignore_index
+        return fill_class(self.table)
 
     def lookup(self, name: str) -> int | None:
-        """Class id for a label name; None when a labels file does not know it."""
+        """Class id for a label name; None when the class table does not know it."""
         if name in IGNORE_NAMES:
             return self.table.ignore_index
-        cid = self.ids.get(name, self.ids.get(name.lower()))
-        if cid is None and not self.fixed:
-            raise AssertionError(f"label {name!r} missing from the names the map was built from")
-        return cid
+        return self.ids.get(name, self.ids.get(name.lower()))
+
+
+def fill_class(classes: ClassTable) -> int:
+    """Pixels no annotation covers: the class named background, else the ignore index."""
+    for i, n in enumerate(classes.names):
+        if n.lower() in BACKGROUND_NAMES:
+            return i
+    return classes.ignore_index
 
 
 def suggest(n: int) -> str:
