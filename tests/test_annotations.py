@@ -100,17 +100,25 @@ def test_coco_masks_identical_to_pycocotools(tmp_path):
     path = _coco_fixture(tmp_path)
     ds = open_dataset(path, "all")
     assert ds.classes.names == ["background", "car", "cat", "dog"]  # ids 3, 7, 42 -> 1, 2, 3
-    oracle = COCO(str(path))
-    class_of = {3: 1, 7: 2, 42: 3}
     by_name = {ds.samples[i].name: ds.read_mask(i) for i in range(len(ds))}
     assert set(by_name) == {"a", "b", "empty"}
-    for img in oracle.dataset["images"]:
-        expected = np.zeros((img["height"], img["width"]), np.uint8)
-        for ann in oracle.loadAnns(oracle.getAnnIds(imgIds=[img["id"]])):  # file order, later on top
-            expected[oracle.annToMask(ann) > 0] = class_of[ann["category_id"]]
-        assert np.array_equal(by_name[Path(img["file_name"]).stem], expected), img["file_name"]
+    for name, expected in _oracle_labels(path).items():
+        assert np.array_equal(by_name[name], expected), name
     assert (by_name["empty"] == 0).all()
     assert (by_name["b"][15:25, 30:40] == 0).all() and (by_name["b"][10:15, 20:45] == 1).all()  # hole kept
+
+
+def _oracle_labels(path: Path) -> dict[str, np.ndarray]:
+    """Label maps composed from pycocotools' own masks (file order, later on top)."""
+    oracle = COCO(str(path))
+    class_of = {3: 1, 7: 2, 42: 3}
+    out = {}
+    for img in oracle.dataset["images"]:
+        expected = np.zeros((img["height"], img["width"]), np.uint8)
+        for ann in oracle.loadAnns(oracle.getAnnIds(imgIds=[img["id"]])):
+            expected[oracle.annToMask(ann) > 0] = class_of[ann["category_id"]]
+        out[Path(img["file_name"]).stem] = expected
+    return out
 
 
 def test_bad_coco_input_is_named(tmp_path):
@@ -397,3 +405,38 @@ def test_camvid_masks_to_coco_and_back_are_identical(tmp_path, camvid_dir):
             assert np.array_equal(a.read_mask(i), b.read_mask(i)), (split, a.samples[i].name)
             total += 1
     assert total == 701
+
+
+def test_labels_file_fixes_ids_and_names_unknown_labels(tmp_path):
+    """LabelMe files written per labelme's JSON schema, with labelme's labels.txt convention."""
+    (tmp_path / "labels.txt").write_text("__ignore__\n_background_\ncat\n")
+    _image(tmp_path / "a.png", 10, 10)
+    shapes = [{"label": "cat", "points": [[0, 0], [4, 0], [4, 4], [0, 4]], "shape_type": "polygon"},
+              {"label": "__ignore__", "points": [[6, 6], [8, 8]], "shape_type": "rectangle"},
+              {"label": "dog", "points": [[5, 0], [9, 0], [9, 4]], "shape_type": "polygon"},
+              {"label": "cat", "points": [[1, 8], [3, 8]], "shape_type": "polygon"}]
+    (tmp_path / "a.json").write_text(json.dumps({"version": "5.3.1", "flags": {}, "shapes": shapes,
+                                                 "imagePath": "a.png", "imageData": None,
+                                                 "imageHeight": 10, "imageWidth": 10}))
+    with pytest.warns(UserWarning, match="2 skipped"):
+        ds = open_dataset(tmp_path, "all")
+    assert ds.classes.names == ["_background_", "cat"]
+    labels = ds.read_mask(0)
+    expected = np.zeros((10, 10), np.uint8)
+    expected[0:4, 0:4] = 1
+    expected[6:8, 6:8] = 255
+    assert np.array_equal(labels, expected)
+    text = check_data(tmp_path).summary()
+    assert "a.json: shape 2: unknown category: 'dog' is not in labels.txt" in text
+    assert "a.json: shape 3: polygon with fewer than 3 points" in text
+
+
+def test_data_stats_reads_an_annotation_layout(tmp_path):
+    path = _coco_fixture(tmp_path)
+    from pixelwise.data.stats import compute_stats
+
+    stats = compute_stats(path, mean_std=False)
+    assert stats["layout"] == "coco" and stats["num_classes"] == 4
+    for cid, name in enumerate(["background", "car", "cat", "dog"]):
+        got = sum(split["pixel_counts"][name] for split in stats["splits"].values())
+        assert got == sum(int((m == cid).sum()) for m in _oracle_labels(path).values()), name
