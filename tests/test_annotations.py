@@ -358,11 +358,13 @@ def test_tolerance_half_pixel_keeps_large_objects(tmp_path):
 
 def test_convert_cli(tmp_path):
     _random_layout(tmp_path / "src", n=2)
-    proc = subprocess.run([sys.executable, "-m", "pixelwise", "data", "convert", str(tmp_path / "src"), "--to",
-                           "cvat", "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    proc = subprocess.run(["sh", "-c", 'umask 022 && exec "$0" "$@"', sys.executable, "-m", "pixelwise", "data",
+                           "convert", str(tmp_path / "src"), "--to", "cvat", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "wrote 2 images" in proc.stdout
     assert (tmp_path / "out" / "annotations.xml").is_file()
+    assert (tmp_path / "out" / "annotations.xml").stat().st_mode & 0o044 == 0o044  # readable by others, as umask 022 gives
     proc = subprocess.run([sys.executable, "-m", "pixelwise", "data", "convert", str(tmp_path / "src"), "--to",
                            "coco", "--out", str(tmp_path / "o2"), "--tolerance", "-1"], capture_output=True, text=True)
     assert proc.returncode == 2 and "tolerance" in proc.stderr
