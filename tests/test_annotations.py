@@ -218,7 +218,8 @@ def test_cvat_shapes_and_z_order(tmp_path):
     labels = layout_ds.read_mask(0)
     expected = np.full((20, 30), 1, np.uint8)          # road covers all, drawn first (z 0)
     expected[2:8, 2:10] = 2                             # box above it (z 1) though earlier in the file
-    expected[10:12, 20:23] = np.array([[0, 2, 2], [0, 0, 2]]) * 1 + np.array([[1, 0, 0], [1, 1, 0]])  # mask runs
+    # mask rle "1, 2, 2, 1" in its 3x2 box, row by row: 0 1 1 / 0 0 1 (background keeps the road below)
+    expected[10:12, 20:23] = [[1, 2, 2], [1, 1, 2]]
     expected[15, 0:16] = 3                              # 1-px polyline through pixel centres
     assert np.array_equal(labels, expected)
 
