@@ -7,15 +7,12 @@ nanoGPT), so nothing pickled is needed to rebuild it, and every load uses
 This is the one module that knows the checkpoint layout. Readers (inference, export,
 evaluation, report, serve, commands) call `load_model()` or `read_meta()` and get a typed
 `CheckpointMeta`; none of them indexes the checkpoint dict. It sits below all of them and
-imports only errors, tasks and models (see docs/architecture.md, "Layers").
+imports only the atomic writer, errors, tasks and models (see docs/architecture.md, "Layers").
 """
 
 from __future__ import annotations
 
-import os
 import pickle
-import shutil
-import tempfile
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -23,6 +20,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from pixelwise import atomic
+from pixelwise.atomic import remove_temp_files
 from pixelwise.errors import CheckpointError, TaskError
 from pixelwise.tasks import Task
 
@@ -50,30 +49,13 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
     A crash at any moment leaves either the previous file or the new one, never a torn file.
     """
     checkpoint = {"format": FORMAT, **checkpoint}
-    return _write_atomically(Path(path), lambda handle: torch.save(checkpoint, handle))
+    return atomic.torch_save(path, checkpoint)
 
 
 def copy_checkpoint(source: str | Path, path: str | Path) -> Path:
     """Copy a saved checkpoint to `path` with the same atomic write (best.pt from last.pt,
     without serialising the model and optimizer a second time)."""
-    with open(source, "rb") as src:
-        return _write_atomically(Path(path), lambda handle: shutil.copyfileobj(src, handle, 1 << 20))
-
-
-def _write_atomically(path: Path, write: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic.copy_file(source, path)
 
 
 def remove_interrupted_saves(folder: str | Path) -> list[Path]:
@@ -83,25 +65,7 @@ def remove_interrupted_saves(folder: str | Path) -> list[Path]:
     was never touched. Call this only when no other process writes to `folder`, as the trainer
     does before its first save.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    stale = [p for p in folder.glob(".*.tmp") if p.is_file()]
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not every platform allows opening a directory.
-    try:
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    return remove_temp_files(folder)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -351,9 +315,8 @@ def save_safetensors(path: str | Path, checkpoint: dict[str, Any]) -> Path:
     meta["format"] = FORMAT
     # safetensors refuses tensors that share storage; clone gives each its own.
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in checkpoint["state_dict"].items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={SAFETENSORS_METADATA_KEY: json.dumps(meta)})
-    os.replace(tmp, path)
+    with atomic.atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={SAFETENSORS_METADATA_KEY: json.dumps(meta)})
     return path
 
 

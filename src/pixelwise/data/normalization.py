@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from pixelwise import atomic
+
 CACHE_NAME = ".pixelwise-cache.json"
 
 
@@ -91,10 +93,7 @@ def _load(path: Path) -> dict[str, Any]:
 
 def _store(path: Path, data: dict[str, Any]) -> bool:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, path)
+        atomic.write_text(path, json.dumps(data, indent=1))
         return True
     except OSError:
         return False

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pixelwise import atomic
 from pixelwise.checkpoint import CheckpointMeta, load_model
 from pixelwise.errors import CheckpointError, PixelwiseError
 from pixelwise.tasks import Task
@@ -189,20 +190,19 @@ def export_onnx(checkpoint: str | Path | dict[str, Any], out: str | Path, *, wit
     failures: list[str] = []
     for name in order:
         try:
-            (_export_torchscript if name == "torchscript" else _export_dynamo)(wrapper, example, out)
-            add_metadata(out, meta)
-            diff = parity_check(out, wrapper, meta, parity_sizes) if check else math.nan
+            with atomic.atomic_path(out) as tmp:  # `out` appears only once the file passed the parity check
+                (_export_torchscript if name == "torchscript" else _export_dynamo)(wrapper, example, tmp)
+                add_metadata(tmp, meta)
+                diff = parity_check(tmp, wrapper, meta, parity_sizes) if check else math.nan
+                if check and not diff <= tolerance:
+                    raise PixelwiseError(f"parity check failed, max difference {diff:.3g} > {tolerance:g}")
         except PixelwiseError as exc:
             failures.append(f"{name}: {exc}")
             continue
         except Exception as exc:  # exporter internals raise many types; try the next exporter
             failures.append(f"{name}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
             continue
-        if check and not diff <= tolerance:
-            failures.append(f"{name}: parity check failed, max difference {diff:.3g} > {tolerance:g}")
-            continue
         return ExportResult(out, name, diff, list(parity_sizes) if check else [])
-    out.unlink(missing_ok=True)
     raise PixelwiseError(f"ONNX export of model {meta['model']['name']!r} failed: " + "; ".join(failures))
 
 

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import torch
 
+from pixelwise import atomic
 from pixelwise.checkpoint import load_model
 from pixelwise.errors import PixelwiseError
 from pixelwise.export.onnx import EXAMPLE_SIZE, ExportResult, ExportWrapper, _example_input, checkpoint_metadata
@@ -50,7 +51,8 @@ def export_torchscript(checkpoint: str | Path | dict[str, Any], out: str | Path,
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.jit.save(module, str(out), _extra_files={"pixelwise.json": json.dumps(meta)})
+            with atomic.atomic_path(out) as tmp:
+                torch.jit.save(module, str(tmp), _extra_files={"pixelwise.json": json.dumps(meta)})
         return ExportResult(out, f"torchscript-{method}", diff, list(parity_sizes))
     raise PixelwiseError(f"TorchScript export of model {meta['model']['name']!r} failed: " + "; ".join(failures))
 

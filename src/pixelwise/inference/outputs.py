@@ -13,7 +13,6 @@ with a message naming it, and listed in the returned report.
 
 from __future__ import annotations
 
-import csv
 import re
 import sys
 from dataclasses import dataclass, field
@@ -21,8 +20,8 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
-from PIL import Image
 
+from pixelwise import atomic
 from pixelwise.data.io import read_image
 from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.inference.predictor import Prediction, Predictor
@@ -73,9 +72,8 @@ def predict_to_folder(predictor: Predictor, paths: Sequence[Path], out: str | Pa
     bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress or None, file=sys.stderr)
     pending: dict[tuple[int, ...], list[tuple[Path, str, np.ndarray]]] = {}
 
-    with open(report.csv_path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image", "width", "height", *predictor.class_names])
+    rows: list[list] = [["image", "width", "height", *predictor.class_names]]
+    try:
 
         def flush(key: tuple[int, ...]) -> None:
             group = pending.pop(key, [])
@@ -85,7 +83,7 @@ def predict_to_folder(predictor: Predictor, paths: Sequence[Path], out: str | Pa
             for (path, name, image), pred in zip(group, preds):
                 _write_one(predictor, out, name, image, pred, probs, overlays, alpha)
                 shares = predictor.class_shares(pred.labels)
-                writer.writerow([path.as_posix(), image.shape[1], image.shape[0], *(f"{s:.6f}" for s in shares)])
+                rows.append([path.as_posix(), image.shape[1], image.shape[0], *(f"{s:.6f}" for s in shares)])
                 report.written.append(path)
             bar.update(len(group))
 
@@ -105,6 +103,8 @@ def predict_to_folder(predictor: Predictor, paths: Sequence[Path], out: str | Pa
                 flush(key)
         for key in list(pending):
             flush(key)
+    finally:  # the shares of the images done so far, even when a later one fails
+        atomic.write_csv(report.csv_path, rows)
     bar.close()
     return report
 
@@ -116,7 +116,7 @@ def _write_one(predictor: Predictor, out: Path, name: str, image: np.ndarray, pr
         if labels.shape[0] <= 8:
             save_multilabel_png(out / "labels" / f"{name}.png", labels)
         else:
-            np.save(out / "labels" / f"{name}.npy", labels)
+            atomic.save_npy(out / "labels" / f"{name}.npy", labels)
         present = [c for c in range(labels.shape[0]) if (labels[c] == 1).any()]
     else:
         save_label_png(out / "labels" / f"{name}.png", labels, predictor.colors)
@@ -124,11 +124,11 @@ def _write_one(predictor: Predictor, out: Path, name: str, image: np.ndarray, pr
     if overlays:
         blended = overlay(image, labels, predictor.colors, alpha=alpha, ignore_index=None)
         picture = add_legend(blended, predictor.class_names, predictor.colors, present=present)
-        Image.fromarray(picture).save(out / "overlays" / f"{name}.png")
+        atomic.save_image(out / "overlays" / f"{name}.png", picture)
     if probs and pred.probabilities is not None:
         p = pred.probabilities
         if probs == "npy":
-            np.save(out / "probs" / f"{name}.npy", p.astype(np.float16))
+            atomic.save_npy(out / "probs" / f"{name}.npy", p.astype(np.float16))
             return
         folder = out / "probs" / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -139,4 +139,4 @@ def _write_one(predictor: Predictor, out: Path, name: str, image: np.ndarray, pr
                 data = np.rint(p[c] * 255).astype(np.uint8)
             else:
                 data = np.rint(p[c] * 65535).astype(np.uint16)
-            Image.fromarray(data).save(folder / f"{c}_{_safe(channel_names[c])}.png")
+            atomic.save_image(folder / f"{c}_{_safe(channel_names[c])}.png", data)

@@ -10,12 +10,11 @@ failing. Inputs are described in docs/report_and_serve.md.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from pixelwise import atomic
 from pixelwise.report.rundata import RunData, read_run
 
 __all__ = ["write_report", "read_run", "RunData"]
@@ -88,18 +87,6 @@ def write_report(run_dir: str | Path, output: str | Path | None = None, gallery_
         notes += gallery_notes
     page = html.render(data, drawn, entries, notes)
     output = Path(output) if output is not None else run_dir / "report.html"
-    _write_atomic(output, page)
-    return output
-
-
-def _write_atomic(path: Path, text: str) -> None:
     # A browser or a CI artifact step may read report.html while training rewrites it.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_text(output, page)
+    return output

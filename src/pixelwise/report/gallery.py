@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from pixelwise import atomic
 from pixelwise.visualize import colorize, error_map
 
 PANEL_WIDTH = 256  # px per panel; the report shows overviews, not full-resolution images
@@ -153,8 +154,7 @@ def build_gallery(
             continue
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
         path = out_dir / f"{group}_{len(entries):02d}_{safe}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(strip).save(path)
+        atomic.save_image(path, strip)
         entries.append(GalleryEntry(scores["name"], group, scores["miou"], scores["pixel_accuracy"], error_share, path))
     return entries, notes
 
@@ -162,7 +162,7 @@ def build_gallery(
 def _save_array(path: Path, array: np.ndarray) -> None:
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
-    Image.fromarray(np.ascontiguousarray(array)).save(path)
+    atomic.save_image(path, np.ascontiguousarray(array))
 
 
 def recompute_gallery(run_dir: Path, metrics: dict, per_image: Sequence[dict], k: int = 4) -> list[str]:

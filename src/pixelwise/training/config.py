@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pixelwise import atomic
 from pixelwise.errors import ConfigError
 
 
@@ -183,5 +184,5 @@ def save_config(config: Config, path: str | Path) -> Path:
     """Write the resolved recipe as YAML (the run folder's config.yaml)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    atomic.write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
     return path

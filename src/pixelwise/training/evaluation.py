@@ -9,7 +9,6 @@ single-process evaluation exactly.
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from pixelwise import atomic
 from pixelwise.errors import ConfigError, DataError, PixelwiseError
 from pixelwise.training import distributed as D
 from pixelwise.checkpoint import load_model, resolve_checkpoint
@@ -88,24 +88,20 @@ def write_eval_files(out_dir: Path, result: dict[str, Any], class_names: list[st
     from pixelwise.metrics import jsonable
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(jsonable(result), indent=2))
+    atomic.write_text(out_dir / "metrics.json", json.dumps(jsonable(result), indent=2))
     matrix = np.asarray(result["confusion_matrix"], dtype=np.int64)
-    np.save(out_dir / "confusion_matrix.npy", matrix)
-    with (out_dir / "confusion_matrix.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        if matrix.ndim == 3:  # multilabel: one row per class
-            writer.writerow(["class", "tn", "fp", "fn", "tp"])
-            for name, m in zip(class_names, matrix):
-                writer.writerow([name, m[0, 0], m[0, 1], m[1, 0], m[1, 1]])
-        else:  # rows = target class, columns = predicted class
-            writer.writerow(["target \\ predicted", *class_names])
-            for name, row in zip(class_names, matrix):
-                writer.writerow([name, *row.tolist()])
-    with (out_dir / "per_image.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["name", "miou", "mean_dice", "pixel_accuracy"])
-        writer.writeheader()
-        for row in result["per_image"]:
-            writer.writerow({k: ("" if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()})
+    atomic.save_npy(out_dir / "confusion_matrix.npy", matrix)
+    if matrix.ndim == 3:  # multilabel: one row per class
+        rows = [["class", "tn", "fp", "fn", "tp"]]
+        rows += [[name, m[0, 0], m[0, 1], m[1, 0], m[1, 1]] for name, m in zip(class_names, matrix)]
+    else:  # rows = target class, columns = predicted class
+        rows = [["target \\ predicted", *class_names]]
+        rows += [[name, *row.tolist()] for name, row in zip(class_names, matrix)]
+    atomic.write_csv(out_dir / "confusion_matrix.csv", rows)
+    fields = ["name", "miou", "mean_dice", "pixel_accuracy"]
+    per_image = [fields] + [[("" if isinstance(v, float) and np.isnan(v) else v) for v in (row.get(k, "") for k in fields)]
+                            for row in result["per_image"]]
+    atomic.write_csv(out_dir / "per_image.csv", per_image)
 
 
 def _safe_name(name: str) -> str:
@@ -115,8 +111,6 @@ def _safe_name(name: str) -> str:
 def save_prediction_images(run_dir: Path, dataset: Any, index: int, pred: np.ndarray, task: Any,
                            colors: list) -> None:
     """RUN_DIR/predictions/NAME.png (palette label map or bit-packed multilabel) and overlays/NAME.png."""
-    from PIL import Image
-
     from pixelwise.visualize import overlay, save_label_png, save_multilabel_png
 
     name = _safe_name(Path(dataset.samples[index].name).stem if dataset.samples[index].name else str(index))
@@ -125,8 +119,7 @@ def save_prediction_images(run_dir: Path, dataset: Any, index: int, pred: np.nda
     else:
         save_label_png(run_dir / "predictions" / f"{name}.png", pred, colors)
     image = dataset.read_raw(index)[0]
-    (run_dir / "overlays").mkdir(parents=True, exist_ok=True)
-    Image.fromarray(overlay(image, pred, colors, ignore_index=task.ignore_index)).save(run_dir / "overlays" / f"{name}.png")
+    atomic.save_image(run_dir / "overlays" / f"{name}.png", overlay(image, pred, colors, ignore_index=task.ignore_index))
 
 
 def evaluate_checkpoint(source: str | Path, *, data: str | None = None, split: str = "test",

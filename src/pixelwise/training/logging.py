@@ -7,6 +7,7 @@ all rows each epoch so a metric that first appears later still gets its own colu
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import sys
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tqdm import tqdm
+
+from pixelwise import atomic
 
 
 def _plain(value: Any) -> Any:
@@ -73,7 +76,7 @@ class RunLogger:
         if resume and self.jsonl.exists():
             self.rows = [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
         else:
-            self.jsonl.write_text("")
+            atomic.write_text(self.jsonl, "")
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
@@ -83,7 +86,7 @@ class RunLogger:
         if not self.enabled:
             return
         self.rows = [r for r in self.rows if r.get("epoch", 0) <= epoch]
-        self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+        self._write_jsonl()
 
     def log_epoch(self, row: dict[str, Any]) -> None:
         """Append one epoch row (scalars only) everywhere."""
@@ -91,8 +94,7 @@ class RunLogger:
             return
         row = {k: _plain(v) for k, v in row.items()}
         self.rows.append(row)
-        with self.jsonl.open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
+        self._write_jsonl()
         self._write_csv()
         epoch = int(row.get("epoch", len(self.rows)))
         for key, value in row.items():
@@ -100,14 +102,20 @@ class RunLogger:
                 self.writer.add_scalar(key, value, epoch)
         self.writer.flush()
 
+    def _write_jsonl(self) -> None:
+        # Rewritten whole and atomically (a few KB): a kill mid-append would leave a torn
+        # last line that the resumed run could not parse.
+        atomic.write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.rows))
+
     def _write_csv(self) -> None:
         columns: list[str] = []
         for row in self.rows:
             columns += [k for k in row if k not in columns]
-        with self.csv.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic.write_text(self.csv, buffer.getvalue())
 
     def close(self) -> None:
         if self.writer is not None:
