@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixelwise.data.io import read_image, read_mask
+from pixelwise.data.io import read_image
+from pixelwise.data.masks import read_mask
 from pixelwise.errors import DataError
 
 

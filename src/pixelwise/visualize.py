@@ -13,6 +13,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from pixelwise import atomic
+from pixelwise.data.masks import colorize  # the one colouriser; re-exported for callers of this module
+
 Color = Sequence[int]
 
 ERROR_COLOR = (255, 0, 0)
@@ -28,17 +31,6 @@ def _palette_array(colors: Sequence[Color]) -> np.ndarray:
         raise ValueError(f"at most 256 class colours are supported, got {len(colors)}")
     table[: len(colors)] = np.clip(colors, 0, 255)
     return table
-
-
-def colorize(labels: np.ndarray, colors: Sequence[Color]) -> np.ndarray:
-    """Class-id map (H, W) -> uint8 RGB (H, W, 3); ids without a colour (ignore) are black."""
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"labels must be (H, W), got shape {labels.shape}")
-    table = _palette_array(colors)
-    ids = labels.astype(np.int64, copy=False)
-    ids = np.where((ids >= 0) & (ids < 256), ids, len(colors) if len(colors) < 256 else 0)
-    return table[ids]
 
 
 def colorize_multilabel(masks: np.ndarray, colors: Sequence[Color]) -> np.ndarray:
@@ -165,10 +157,7 @@ def save_label_png(path: str | Path, labels: np.ndarray, colors: Sequence[Color]
         raise ValueError("palette PNGs hold class ids 0..255 only")
     image = Image.fromarray(labels.astype(np.uint8))  # mode L; putpalette turns it into P
     image.putpalette(_palette_array(colors).reshape(-1).tolist())
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, optimize=False)
-    return path
+    return atomic.save_image(path, image, optimize=False)
 
 
 def save_multilabel_png(path: str | Path, masks: np.ndarray) -> Path:
@@ -179,7 +168,4 @@ def save_multilabel_png(path: str | Path, masks: np.ndarray) -> Path:
     bits = np.zeros(masks.shape[1:], dtype=np.uint8)
     for c in range(masks.shape[0]):
         bits |= ((masks[c] == 1).astype(np.uint8) << c)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(bits).save(path)
-    return path
+    return atomic.save_image(path, bits)

@@ -18,26 +18,11 @@ MASK_SUFFIXES = (".png",)
 
 
 def read_label_png(path: Path):
-    """A label PNG -> (H, W) integer numpy array. Palette PNGs give their indices."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    """A label PNG -> (H, W) integer numpy array (palette PNGs give their indices); the same
+    reader and rules as training data (`pixelwise.data.masks.read_label_map`)."""
+    from pixelwise.data.masks import read_label_map
 
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode = img.mode
-            arr = np.array(img)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(path, f"cannot read as an image ({exc})") from None
-    if mode in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L"):
-        return arr.astype(np.int64) if arr.dtype == bool else arr
-    if arr.ndim == 3 and mode in ("RGB", "RGBA"):
-        rgb = arr[..., :3]
-        if (rgb == rgb[..., :1]).all():  # grey saved as RGB: the label is any channel
-            return np.ascontiguousarray(rgb[..., 0])
-        raise DataError(path, f"is a colour ({mode}) image; a label mask holds one class id per pixel "
-                              "(8-bit grey or palette PNG)")
-    raise DataError(path, f"unsupported PNG mode {mode!r} for a label mask")
+    return read_label_map(path)
 
 
 def _list_masks(folder: Path, what: str) -> dict[str, Path]:

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from pixelwise.data.classes import _UNKNOWN, MaskDecoder
-from pixelwise.data.io import read_image, read_mask
+from pixelwise.data.io import read_image
+from pixelwise.data.masks import is_colour_mask, looks_resized, read_mask, size_mismatch, squeeze_grey
 from pixelwise.data.layouts import Layout, Sample, scan_layout
 from pixelwise.errors import DataError
 
@@ -79,29 +80,6 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def looks_resized(raw: np.ndarray, valid: np.ndarray) -> bool:
-    """True if a 2-D index mask carries the ramps that bilinear resizing leaves at class edges.
-
-    Two signatures: invalid values between valid ones, sitting on edges; or many pixels whose
-    value lies strictly between both neighbours' along a row or column (a ramp), which nearest-
-    neighbour resizing never produces but interpolation produces at every edge between ids
-    that differ by 2 or more.
-    """
-    a = raw.astype(np.int32)
-    ramps = 0
-    transitions = 0
-    for x in (a, a.T):
-        left, mid, right = x[:, :-2], x[:, 1:-1], x[:, 2:]
-        ramps += int((((left < mid) & (mid < right)) | ((left > mid) & (mid > right))).sum())
-        transitions += int((x[:, 1:] != x[:, :-1]).sum())
-    valid_mask = np.zeros(max(int(a.max()) + 1, int(valid.max()) + 1), bool)
-    valid_mask[valid] = True
-    invalid_on_edges = int((~valid_mask[a]).sum())
-    if transitions == 0:
-        return False
-    return ramps >= 20 and ramps / transitions > 0.1 or invalid_on_edges > 0 and ramps / transitions > 0.1
-
-
 def _file_hash(path: Path) -> str | None:
     try:
         return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
@@ -127,11 +105,10 @@ def _check_sample(sample: Sample, decoder: MaskDecoder, encoding: str) -> dict[s
         except DataError as exc:
             issues.append(Issue("error", "unreadable", str(ref), exc.problem))
             continue
-        if img_shape is not None and raw.shape[:2] != img_shape[:2] and not (
-                encoding == "multilabel" and raw.ndim == 3 and raw.shape[1:] == img_shape[:2]):
-            issues.append(Issue("error", "size_mismatch", str(ref),
-                                f"mask is {raw.shape[1]}x{raw.shape[0]} but image {sample.image_path.name} is "
-                                f"{img_shape[1]}x{img_shape[0]} (WxH)"))
+        mismatch = img_shape is not None and size_mismatch(raw.shape, img_shape, sample.image_path.name,
+                                               channels_first=encoding == "multilabel")
+        if mismatch:
+            issues.append(Issue("error", "size_mismatch", str(ref), mismatch))
         if encoding == "multilabel":
             try:
                 if isinstance(sample.mask_path, tuple):
@@ -143,15 +120,13 @@ def _check_sample(sample: Sample, decoder: MaskDecoder, encoding: str) -> dict[s
             except DataError as exc:
                 issues.append(Issue("error", "bad_values", str(ref), exc.problem))
             continue
-        if raw.ndim == 3 and raw.shape[2] >= 3 and (encoding == "rgb" or not (
-                (raw[..., 0] == raw[..., 1]).all() and (raw[..., 0] == raw[..., 2]).all())):
+        if is_colour_mask(raw, encoding):
             try:
                 decoder.decode_rgb(raw[..., :3], ref)
             except DataError as exc:
                 issues.append(Issue("error", "bad_values", str(ref), exc.problem))
             continue
-        if raw.ndim == 3:
-            raw = raw[..., 0]
+        raw = squeeze_grey(raw)
         if raw.ndim != 2 or not np.issubdtype(raw.dtype, np.integer):
             issues.append(Issue("error", "bad_values", str(ref), f"mask of shape {raw.shape}, dtype {raw.dtype} "
                                 "is not an index map"))

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from pixelwise.data.masks import is_colour_mask, pack_rgb, squeeze_grey, unpack_rgb
 from pixelwise.errors import DataError
 
 CLASS_FILES = ("classes.json", "classes.yaml", "classes.yml")
@@ -191,7 +192,7 @@ class MaskDecoder:
         for raw, cid in classes.value_map.items():
             lut[raw] = cid
         self.lut = lut
-        codes = np.array([(r << 16) | (g << 8) | b for r, g, b in classes.colors], dtype=np.int64)
+        codes = pack_rgb(np.array(classes.colors, dtype=np.int64).reshape(-1, 3))
         self._color_order = np.argsort(codes)
         self._color_codes = codes[self._color_order]
 
@@ -201,12 +202,9 @@ class MaskDecoder:
     def decode(self, raw: np.ndarray, path: Path | str | None = None) -> np.ndarray:
         if self.encoding == "multilabel":
             return self.decode_multilabel(raw, path)
-        if raw.ndim == 3 and raw.shape[2] in (3, 4) and (self.encoding == "rgb" or not _is_gray(raw[..., :3])):
+        if is_colour_mask(raw, self.encoding):
             return self.decode_rgb(raw[..., :3], path)
-        if raw.ndim == 3 and raw.shape[2] >= 3 and _is_gray(raw):
-            raw = raw[..., 0]  # a gray index map saved as RGB
-        if raw.ndim == 3 and raw.shape[2] == 1:
-            raw = raw[..., 0]
+        raw = squeeze_grey(raw)
         if raw.ndim != 2:
             raise DataError(path, f"mask has shape {raw.shape}; expected a 2-D index map"
                             + (" (an RGB colour mask needs colours in classes.json)" if raw.ndim == 3 else ""))
@@ -220,8 +218,7 @@ class MaskDecoder:
         return out.astype(self.out_dtype, copy=False)
 
     def decode_rgb(self, raw: np.ndarray, path: Path | str | None = None) -> np.ndarray:
-        rgb = raw.astype(np.int64)
-        codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+        codes = pack_rgb(raw)
         pos = np.searchsorted(self._color_codes, codes).clip(0, len(self._color_codes) - 1)
         known = self._color_codes[pos] == codes
         out = self._color_order[pos].astype(self.out_dtype)
@@ -231,7 +228,7 @@ class MaskDecoder:
             if unknown_codes.tolist() == [0]:
                 out[~known] = self.classes.ignore_index
             else:
-                shown = [((c >> 16) & 255, (c >> 8) & 255, c & 255) for c in unknown_codes[:10].tolist()]
+                shown = unpack_rgb(unknown_codes[:10])
                 raise DataError(path, f"{len(unknown_codes)} mask colour(s) not in the colour table, e.g. {shown}")
         return out
 
@@ -252,10 +249,6 @@ class MaskDecoder:
         elif not set(vals.tolist()) <= {0, 1, self.classes.ignore_index}:
             raise DataError(path, f"multilabel mask values must be 0/1 (or 0/255), got {vals[:10].tolist()}")
         return out
-
-
-def _is_gray(raw: np.ndarray) -> bool:
-    return bool((raw[..., 0] == raw[..., 1]).all() and (raw[..., 0] == raw[..., 2]).all())
 
 
 def stack_class_masks(masks: Sequence[np.ndarray], paths: Sequence[Path]) -> np.ndarray:

@@ -16,7 +16,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from pixelwise.data.classes import ClassTable, MaskDecoder, stack_class_masks
-from pixelwise.data.io import read_image, read_mask
+from pixelwise.data.io import read_image
+from pixelwise.data.masks import read_mask, size_mismatch
 from pixelwise.data.layouts import Layout, Sample, scan_layout
 from pixelwise.data import synthetic
 from pixelwise.errors import ConfigError, DataError, TaskError
@@ -69,11 +70,10 @@ class SegmentationDataset(Dataset):
         if self.generator is not None:
             return self.generator(i)
         image, mask = self.read_image(i), self.read_mask(i)
-        if image.shape[:2] != mask.shape[:2]:
-            s = self.samples[i]
-            ref = s.mask_path[0] if isinstance(s.mask_path, tuple) else s.mask_path
-            raise DataError(ref, f"mask is {mask.shape[1]}x{mask.shape[0]} but image {s.image_path.name} "
-                            f"is {image.shape[1]}x{image.shape[0]} (WxH)")
+        s = self.samples[i]
+        mismatch = size_mismatch(mask.shape, image.shape, s.image_path.name)
+        if mismatch:
+            raise DataError(s.mask_path[0] if isinstance(s.mask_path, tuple) else s.mask_path, mismatch)
         return image, mask
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:

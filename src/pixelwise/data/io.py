@@ -2,8 +2,8 @@
 
 Images come back as `HxWxC` arrays (C=1 for grayscale) in their stored dtype (uint8 or
 uint16), so the loader stays cheap: conversion to float happens once, at the very end of the
-transform. Masks come back raw (index map, palette indices, RGB colours or a multi-channel
-array); `pixelwise.data.classes.MaskDecoder` turns them into class ids.
+transform. Masks are read by `pixelwise.data.masks` with the same decoders, and
+`pixelwise.data.classes.MaskDecoder` turns them into class ids.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def is_image_name(name: str, exts: tuple[str, ...] = IMAGE_EXTS) -> bool:
     return name.lower().endswith(exts) and not name.startswith(".")
 
 
-def _open_pil(path: Path) -> Image.Image:
+def open_pil(path: Path) -> Image.Image:
     """Open and fully decode with Pillow, applying EXIF orientation; DataError on any failure."""
     try:
         if path.stat().st_size == 0:
@@ -41,13 +41,13 @@ def _open_pil(path: Path) -> Image.Image:
     except DataError:
         raise
     except UnidentifiedImageError:
-        raise DataError(path, "not a readable image (unknown format or not an image file)") from None
+        raise DataError(path, "cannot read as an image (unknown format or not an image file)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         problem = "truncated or corrupt image" if "truncated" in str(exc) or "broken" in str(exc) else str(exc)
         raise DataError(path, f"cannot read image: {problem}") from None
 
 
-def _read_array(path: Path) -> np.ndarray:
+def read_array(path: Path) -> np.ndarray:
     """A .npy or multi-page/multi-channel .tif array, as stored."""
     try:
         if path.suffix.lower() == ".npy":
@@ -95,12 +95,12 @@ def read_image(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix in (".npy",) or (suffix in (".tif", ".tiff") and _is_multichannel_tiff(path)):
-        arr = _read_array(path)
+    if suffix in (".npy",) or (suffix in (".tif", ".tiff") and is_multichannel_tiff(path)):
+        arr = read_array(path)
         if arr.ndim == 3 and arr.shape[0] < arr.shape[-1] and arr.shape[0] <= 16:
             arr = np.moveaxis(arr, 0, -1)  # stored channels-first
     else:
-        arr = _pil_to_image_array(_open_pil(path), path)
+        arr = _pil_to_image_array(open_pil(path), path)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3:
@@ -115,7 +115,7 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _is_multichannel_tiff(path: Path) -> bool:
+def is_multichannel_tiff(path: Path) -> bool:
     """Pillow reads ordinary 1/3-channel TIFFs; anything else goes through tifffile."""
     try:
         import tifffile
@@ -126,45 +126,6 @@ def _is_multichannel_tiff(path: Path) -> bool:
             return len(tif.pages) > 1 or samples not in (1, 3, 4)
     except Exception:
         return False  # let Pillow produce the error message
-
-
-def _no_negative_ids(arr: np.ndarray, path: Path) -> np.ndarray:
-    """Class ids and the ignore value are never negative; say so here, before a bincount or
-    an unsigned cast deep in the pipeline turns a -1 into a crash or into class 65535."""
-    if np.issubdtype(arr.dtype, np.signedinteger) and arr.size and int(arr.min()) < 0:
-        raise DataError(path, f"mask has negative values (min {int(arr.min())}); class ids and the ignore "
-                              "value must be >= 0 (use e.g. 255 for ignored pixels)")
-    return arr
-
-
-def read_mask(path: str | Path) -> np.ndarray:
-    """Read a mask file raw: 2-D index map (uint8/uint16, palette indices kept), HxWx3 RGB,
-    or a multi-channel array (.npy/.tif) as stored. Raises `DataError` naming the file."""
-    if hasattr(path, "render_mask"):  # drawn from annotations (pixelwise.data.annotations), not a file
-        return path.render_mask()
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".npy" or (suffix in (".tif", ".tiff") and _is_multichannel_tiff(path)):
-        arr = _read_array(path)
-        if arr.dtype == np.bool_:
-            arr = arr.astype(np.uint8)
-        return _no_negative_ids(arr, path)
-    img = _open_pil(path)
-    mode = img.mode
-    if mode in ("P", "L", "I;16", "I;16B", "I;16L", "I", "1"):
-        arr = np.array(img)  # palette PNG: the indices are the class ids
-        if mode == "1":
-            arr = arr.astype(np.uint8)
-        elif mode.startswith("I"):
-            # checked before the cast: a 32-bit -1 would otherwise wrap to 65535
-            arr = _no_negative_ids(arr, path)
-            arr = arr.astype(np.uint16 if arr.max() <= 65535 else np.int64)
-        return arr
-    if mode in ("RGBA", "LA"):
-        img = img.convert("RGB" if mode == "RGBA" else "L")
-    elif mode != "RGB":
-        img = img.convert("RGB")
-    return np.array(img)
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

@@ -22,7 +22,8 @@ import numpy as np
 
 from pixelwise.data.classes import (ClassTable, default_colors, find_class_file, infer_classes,
                                     load_class_table)
-from pixelwise.data.io import ARRAY_EXTS, IMAGE_EXTS, MASK_EXTS, is_image_name, read_mask
+from pixelwise.data.io import ARRAY_EXTS, IMAGE_EXTS, MASK_EXTS, is_image_name
+from pixelwise.data.masks import is_colour_mask, pack_rgb, read_mask, squeeze_grey, unpack_rgb
 from pixelwise.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -298,13 +299,12 @@ def _scan_masks_for_values(layout: Layout, limit: int = 200) -> tuple[dict[int, 
         except DataError:
             continue  # check reports unreadable files; inference uses the readable ones
         n += 1
-        if raw.ndim == 3 and raw.shape[2] >= 3 and not (
-                (raw[..., 0] == raw[..., 1]).all() and (raw[..., 0] == raw[..., 2]).all()):
-            codes = np.unique((raw[..., 0].astype(np.int64) << 16) | (raw[..., 1].astype(np.int64) << 8) | raw[..., 2])
-            colors.update(((c >> 16) & 255, (c >> 8) & 255, c & 255) for c in codes.tolist())
+        if is_colour_mask(raw):
+            colors.update(unpack_rgb(np.unique(pack_rgb(raw[..., :3]))))
             continue
+        raw = squeeze_grey(raw)
         if raw.ndim == 3:
-            raw = raw[..., 0]
+            raw = raw[..., 0]  # a multi-channel array: its first plane tells the value range
         if not np.issubdtype(raw.dtype, np.integer):
             continue
         bc = np.bincount(raw.ravel().astype(np.int64, copy=False))

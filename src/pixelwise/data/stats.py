@@ -15,6 +15,7 @@ import numpy as np
 from pixelwise.data.dataset import SegmentationDataset, open_dataset, parse_spec
 from pixelwise.data.io import image_size
 from pixelwise.data.layouts import scan_layout
+from pixelwise.data.masks import class_pixel_counts
 from pixelwise.errors import DataError
 from pixelwise.losses.weights import median_frequency
 
@@ -29,11 +30,9 @@ def _mask_counts(ds: SegmentationDataset, i: int, length: int) -> tuple[np.ndarr
         mask = ds.read_mask(i)
         w, h = image_size(ds.samples[i].image_path)
         size = (w, h, 0)
-    if mask.ndim == 3:
-        # Positives only: multilabel masks keep the ignore value (255), which a plain sum would add in.
-        counts = np.append((mask.reshape(-1, mask.shape[2]) == 1).sum(0, dtype=np.int64), mask.shape[0] * mask.shape[1])
-        return counts, size
-    return np.bincount(mask.ravel(), minlength=length)[:length].astype(np.int64), size
+    if mask.ndim == 3:  # multilabel: positives per class, then the pixel total
+        return np.append(class_pixel_counts(mask, mask.shape[2]), mask.shape[0] * mask.shape[1]), size
+    return class_pixel_counts(mask, length), size
 
 
 def suggest_crop_size(sizes: Counter) -> int:

@@ -22,6 +22,7 @@ from pixelwise.inference.tiling import Blend, predict_tiled
 from pixelwise.inference.tta import View, parse_tta, with_tta
 from pixelwise.tasks import Task
 from pixelwise.data.classes import default_colors
+from pixelwise.data.masks import class_pixel_counts
 
 # Above this many pixels an image goes through tiling instead of one forward pass, and a
 # batch of images is cut to stay under it. A full-width U-Net (base 64) measured on CPU needs
@@ -307,8 +308,7 @@ class Predictor:
         """Fraction of pixels per class, float64 (num_classes,) (multilabel: per-class coverage)."""
         if labels.ndim == 3:
             return (labels == 1).reshape(labels.shape[0], -1).mean(axis=1)
-        counts = np.bincount(labels.reshape(-1), minlength=self.num_classes)[: self.num_classes]
-        return counts / max(labels.size, 1)
+        return class_pixel_counts(labels, self.num_classes) / max(labels.size, 1)
 
     def describe(self) -> dict[str, Any]:
         return {"source": self.source, "task": self.task.to_dict(), "classes": self.class_names,

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from pixelwise import atomic
 from pixelwise.errors import CheckpointError, ConfigError, PixelwiseError
 from pixelwise.training import distributed as D
 from pixelwise.checkpoint import (
@@ -156,13 +157,13 @@ def class_pixel_counts(dataset: Dataset, num_classes: int, ignore_index: int) ->
     Per image, not summed, because SegNet's median-frequency balancing divides a class's
     pixels by the pixels of only the images where that class appears.
     """
+    from pixelwise.data.masks import class_pixel_counts as count_one  # ignore_index >= num_classes: not counted
+
     base = base_dataset(dataset)
     indices = dataset.indices if isinstance(dataset, Subset) else range(len(base))
     counts = np.zeros((len(indices), num_classes), dtype=np.int64)
     for row, i in enumerate(indices):
-        mask = np.asarray(base.read_mask(i)).reshape(-1)  # the mask alone: no image decoding
-        mask = mask[mask != ignore_index]
-        counts[row] = np.bincount(mask.astype(np.int64), minlength=num_classes)[:num_classes]
+        counts[row] = count_one(base.read_mask(i), num_classes)  # the mask alone: no image decoding
     return counts
 
 
@@ -540,7 +541,7 @@ class Trainer:
             "best_metric": {summary["select_metric"]: summary["best_metric"]},
             "images_per_second": summary["last"].get("images_per_second"),
         }
-        (self.run_dir / "run.json").write_text(json.dumps(run, indent=2, default=str))
+        atomic.write_text(self.run_dir / "run.json", json.dumps(run, indent=2, default=str))
 
 
 def train(config: Config, run_dir: str | Path, *, resume: bool = False, verbose: bool = True,
