@@ -107,6 +107,8 @@ def test_class_pixel_counts_by_hand():
     mask = np.array([[0, 0, 2], [255, 2, 2]], np.uint8)
     assert class_pixel_counts(mask, 3).tolist() == [2, 0, 3]  # 255 (ignore) is past the classes
     assert class_pixel_counts(mask, 256)[255] == 1
+    everything = class_pixel_counts(mask)  # every value up to the largest
+    assert everything.shape == (256,) and everything[[0, 2, 255]].tolist() == [2, 3, 1] and everything.sum() == 6
     multilabel = np.zeros((2, 2, 2), np.uint8)
     multilabel[0, 0] = [1, 1]
     multilabel[1, 1] = [255, 1]  # ignore in class 0 is not a positive

@@ -18,7 +18,8 @@ import numpy as np
 
 from pixelwise.data.classes import _UNKNOWN, MaskDecoder
 from pixelwise.data.io import read_image
-from pixelwise.data.masks import is_colour_mask, looks_resized, read_mask, size_mismatch, squeeze_grey
+from pixelwise.data.masks import (class_pixel_counts, is_colour_mask, looks_resized, read_mask, size_mismatch,
+                                  squeeze_grey)
 from pixelwise.data.layouts import Layout, Sample, scan_layout
 from pixelwise.errors import DataError
 
@@ -131,7 +132,7 @@ def _check_sample(sample: Sample, decoder: MaskDecoder, encoding: str) -> dict[s
             issues.append(Issue("error", "bad_values", str(ref), f"mask of shape {raw.shape}, dtype {raw.dtype} "
                                 "is not an index map"))
             continue
-        counts = np.bincount(raw.ravel().astype(np.int64, copy=False))
+        counts = class_pixel_counts(raw)
         present = np.flatnonzero(counts)
         unknown = [int(v) for v in present if v > 65535 or decoder.lut[v] == _UNKNOWN]
         if unknown:

@@ -23,7 +23,7 @@ import numpy as np
 from pixelwise.data.classes import (ClassTable, default_colors, find_class_file, infer_classes,
                                     load_class_table)
 from pixelwise.data.io import ARRAY_EXTS, IMAGE_EXTS, MASK_EXTS, is_image_name
-from pixelwise.data.masks import is_colour_mask, pack_rgb, read_mask, squeeze_grey, unpack_rgb
+from pixelwise.data.masks import class_pixel_counts, is_colour_mask, pack_rgb, read_mask, squeeze_grey, unpack_rgb
 from pixelwise.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -307,7 +307,7 @@ def _scan_masks_for_values(layout: Layout, limit: int = 200) -> tuple[dict[int, 
             raw = raw[..., 0]  # a multi-channel array: its first plane tells the value range
         if not np.issubdtype(raw.dtype, np.integer):
             continue
-        bc = np.bincount(raw.ravel().astype(np.int64, copy=False))
+        bc = class_pixel_counts(raw)
         for v in np.flatnonzero(bc).tolist():
             counts[v] = counts.get(v, 0) + int(bc[v])
     return counts, colors, n

@@ -154,12 +154,13 @@ def looks_resized(mask: Any, valid_values: Iterable[int]) -> bool:
         step = np.diff(a, axis=axis)
         changed = step != 0
         transitions += int(changed.sum())
-        lo = [slice(None)] * a.ndim
-        hi = [slice(None)] * a.ndim
-        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
-        edge[tuple(lo)] |= changed
-        edge[tuple(hi)] |= changed
-        before, after = np.take(step, range(step.shape[axis] - 1), axis=axis), np.take(step, range(1, step.shape[axis]), axis=axis)
+        head = [slice(None)] * a.ndim
+        tail = [slice(None)] * a.ndim
+        head[axis], tail[axis] = slice(None, -1), slice(1, None)
+        head, tail = tuple(head), tuple(tail)
+        edge[head] |= changed  # both pixels of a changing pair sit on an edge
+        edge[tail] |= changed
+        before, after = step[head], step[tail]  # steps into and out of each inner pixel
         ramps += int(((before > 0) & (after > 0) | (before < 0) & (after < 0)).sum())
     if transitions and ramps >= 20 and ramps / transitions > 0.1:
         return True
@@ -184,14 +185,16 @@ def colorize(labels: Any, colors: Sequence[Sequence[int]], ignore_color: Sequenc
     return lut[np.where((ids >= 0) & (ids < len(table)), ids, len(table))]
 
 
-def class_pixel_counts(mask: np.ndarray, length: int) -> np.ndarray:
+def class_pixel_counts(mask: np.ndarray, length: int | None = None) -> np.ndarray:
     """Pixels per value 0..length-1 of one mask, int64 (length,).
 
     A (H, W) label map counts its ids (values past `length`, such as an ignore value above
-    the classes, are left out); a (H, W, C) multilabel mask counts the positives (== 1) of
-    each class, so its ignore value never counts.
+    the classes, are left out; `length=None` counts every value up to the largest, as the
+    value scans of `data check` and class inference need); a (H, W, C) multilabel mask counts
+    the positives (== 1) of each class, so its ignore value never counts.
     """
     mask = np.asarray(mask)
     if mask.ndim == 3:
         return (mask.reshape(-1, mask.shape[2])[:, :length] == 1).sum(0, dtype=np.int64)
-    return np.bincount(mask.reshape(-1).astype(np.int64, copy=False), minlength=length)[:length].astype(np.int64)
+    counts = np.bincount(mask.reshape(-1).astype(np.int64, copy=False), minlength=length or 0)
+    return (counts if length is None else counts[:length]).astype(np.int64, copy=False)
