@@ -24,6 +24,8 @@ import numpy as np
 from PIL import Image
 
 from pixelwise import atomic
+from pixelwise.data.masks import read_label_map
+from pixelwise.errors import PixelwiseError
 from pixelwise.visualize import colorize, error_map
 
 PANEL_WIDTH = 256  # px per panel; the report shows overviews, not full-resolution images
@@ -86,14 +88,6 @@ def _read_rgb(path: Path) -> np.ndarray:
     return np.ascontiguousarray(array[..., :3]).astype(np.uint8)
 
 
-def _read_labels(path: Path) -> np.ndarray:
-    with Image.open(path) as img:
-        array = np.asarray(img)
-    if array.ndim == 3:  # an RGB(A) mask saved by mistake: take the first channel
-        array = array[..., 0]
-    return array
-
-
 def _resize(array: np.ndarray, width: int, nearest: bool) -> np.ndarray:
     """Scale to about `width` px wide: down to fit, or up by a whole factor so pixels stay crisp."""
     h, w = array.shape[:2]
@@ -146,10 +140,10 @@ def build_gallery(
     for group, name, scores in select(per_image, names, k):
         try:
             image = _read_rgb(gallery_dir / f"{name}_image.png")
-            target = _read_labels(gallery_dir / f"{name}_target.png")
-            pred = _read_labels(gallery_dir / f"{name}_pred.png")
+            target = read_label_map(gallery_dir / f"{name}_target.png")
+            pred = read_label_map(gallery_dir / f"{name}_pred.png")
             strip, error_share = compose_strip(image, target, pred, colors, ignore_index)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, PixelwiseError) as exc:
             notes.append(f"gallery: {name} skipped ({exc})")
             continue
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)

@@ -15,14 +15,15 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from pixelwise import atomic
+
 DPI = 100
 
 
 def _save(fig: Figure, path: Path) -> Path:
     FigureCanvasAgg(fig)  # attach the Agg canvas explicitly: PNG output, no display needed
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    return path
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    return atomic.write_with(path, lambda handle: fig.savefig(handle, format=fmt, dpi=DPI, bbox_inches="tight"))
 
 
 def _series(history: list[dict[str, float]], key: str) -> tuple[np.ndarray, np.ndarray]:
