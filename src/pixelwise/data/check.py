@@ -106,8 +106,8 @@ def _check_sample(sample: Sample, decoder: MaskDecoder, encoding: str) -> dict[s
         except DataError as exc:
             issues.append(Issue("error", "unreadable", str(ref), exc.problem))
             continue
-        mismatch = img_shape is not None and size_mismatch(raw.shape, img_shape, sample.image_path.name,
-                                               channels_first=encoding == "multilabel")
+        mismatch = img_shape is not None and size_mismatch(
+            raw.shape, img_shape, sample.image_path.name, channels_first=encoding == "multilabel")
         if mismatch:
             issues.append(Issue("error", "size_mismatch", str(ref), mismatch))
         if encoding == "multilabel":
