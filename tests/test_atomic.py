@@ -122,3 +122,15 @@ def test_writers_round_trip(tmp_path):
     atomic.copy_file(tmp_path / "c.pt", tmp_path / "d.pt")
     assert (tmp_path / "d.pt").read_bytes() == (tmp_path / "c.pt").read_bytes()
     assert not list(tmp_path.glob(atomic.TEMP_GLOB))
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        atomic.write_text(tmp_path / "report.html", "<p>")
+        with atomic.atomic_path(tmp_path / "model.onnx") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(umask)
+    for name in ("report.html", "model.onnx"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name  # not mkstemp's 0600

@@ -49,6 +49,16 @@ def _maybe_fault(path: Path) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _mkstemp(path: Path) -> tuple[int, str]:
+    """A temp file beside `path`, with the permissions a plain open() would give it
+    (mkstemp makes 0600; outputs are ordinary files others may read)."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_name, 0o666 & ~umask)
+    return fd, tmp_name
+
+
 def fsync_dir(folder: str | Path) -> None:
     """Make a rename in `folder` durable; a no-op where directories cannot be opened."""
     try:
@@ -72,7 +82,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = _mkstemp(path)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -91,7 +101,7 @@ def write_with(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     """Atomically write `path` by calling `write(handle)` on a binary file handle."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = _mkstemp(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
