@@ -34,7 +34,7 @@ _cache: dict[tuple, AnnotationSet] = {}
 
 @dataclass(frozen=True, eq=False)
 class AnnotationMask:
-    """Stands where a mask path would: `pixelwise.data.io.read_mask` renders it."""
+    """Stands where a mask path would: `pixelwise.data.masks.read_mask` renders it."""
 
     image: AnnotatedImage
     fill: int
