@@ -147,6 +147,8 @@ def test_training_mode_applies_stochastic_depth_and_eval_does_not():
     ({"variant": "b7"}, "unknown variant 'b7'; choose from b0, b1, b2"),
     ({"decoder_channels": 0}, "decoder_channels must be a positive integer"),
     ({"drop_path_rate": 1.0}, r"drop_path_rate must be in \[0, 1\)"),
+    ({"dropout": None}, r"dropout must be a number in \[0, 1\), got None"),
+    ({"variant": ["b0"]}, "variant must be one of b0, b1, b2"),
 ])
 def test_bad_options_are_config_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match):

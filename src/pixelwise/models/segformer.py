@@ -81,6 +81,9 @@ def segformer(num_classes: int, in_channels: int = 3, variant: str = "b0", decod
               drop_path_rate: float = 0.1, dropout: float = 0.1, encoder_weights: str | None = None) -> SegFormer:
     if not isinstance(variant, str):
         raise ValueError(f"variant must be one of {', '.join(MIT_VARIANTS)}, got {variant!r}")
+    for key, value in (("drop_path_rate", drop_path_rate), ("dropout", dropout)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key} must be a number in [0, 1), got {value!r}")
     channels = DECODER_CHANNELS.get(variant, 256) if decoder_channels is None else decoder_channels
     model = SegFormer(num_classes, in_channels, variant, channels, float(drop_path_rate), float(dropout))
     if encoder_weights:
