@@ -30,7 +30,7 @@ def normalised(images: np.ndarray) -> torch.Tensor:
     return (x - torch.tensor(MEAN).view(1, -1, 1, 1)) / torch.tensor(STD).view(1, -1, 1, 1)
 
 
-@pytest.mark.parametrize("name", ["unet", pytest.param("deeplabv3plus", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["unet", "segformer", pytest.param("deeplabv3plus", marks=pytest.mark.slow)])
 def test_onnx_dynamic_batch_height_width_parity(tmp_path, name):
     task = Task("multiclass", num_classes=4)
     model = make_checkpoint(tmp_path / "m.pt", task, name=name, **get_entry(name).small_kwargs)

@@ -24,7 +24,7 @@ from pixelwise.models.layers import UPSAMPLE_MODES, transposed_upsampler
 FROZEN_PATH = Path(__file__).parent / "data" / "frozen_model_outputs.json"
 MODELS = list_models()
 EXPECTED = {"sliding_window", "fullres_cnn", "fcn32s", "fcn16s", "fcn8s", "segnet", "segnet_basic", "unet",
-            "unet_resnet", "deeplabv3plus", "lraspp_mobilenetv3"}
+            "unet_resnet", "deeplabv3plus", "lraspp_mobilenetv3", "segformer"}
 
 
 def small(name: str, num_classes: int = 3, in_channels: int = 3, **extra) -> torch.nn.Module:

@@ -11,6 +11,7 @@ from pixelwise.models import (  # noqa: F401  (imported for their @register_mode
     fcn,
     fullres_cnn,
     lraspp,
+    segformer,
     segnet,
     sliding_window,
     unet,

@@ -17,7 +17,7 @@ from torch import nn
 
 from pixelwise.errors import ConfigError
 
-_PREFIXES = ("module.", "_orig_mod.", "model.", "encoder.", "backbone.")
+_PREFIXES = ("module.", "_orig_mod.", "model.", "encoder.", "backbone.", "segformer.")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
