@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (checkpoints only)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="autocast precision (checkpoints only; auto = bf16 where it is fast)")
+    p.add_argument("--windowed", action="store_true",
+                   help="read every TIFF input window by window and write a tiled GeoTIFF label map "
+                        "(automatic for TIFFs over 8192x8192 pixels); resumes after a kill")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -47,6 +50,40 @@ def _resolve_model_path(text: str):
     if path.is_dir():  # a run folder: best.pt, else last.pt, else a clear CheckpointError
         return resolve_checkpoint(path)[0]
     return path
+
+
+def _windowed(path, forced: bool) -> bool:
+    from pixelwise.inference.raster import WINDOWED_ABOVE_PIXELS, is_tiff, raster_pixels
+
+    return is_tiff(path) and (forced or (raster_pixels(path) or 0) > WINDOWED_ABOVE_PIXELS)
+
+
+def _predict_rasters(predictor, rasters, args: argparse.Namespace, report) -> None:
+    """Large TIFFs, window by window; their rows join the same class_shares.csv."""
+    import csv
+
+    from pixelwise.errors import DataError
+    from pixelwise.inference.outputs import output_names
+    from pixelwise.inference.raster import predict_raster
+
+    if not rasters:
+        return
+    new_csv = not report.csv_path.exists()
+    with open(report.csv_path, "a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new_csv:
+            writer.writerow(["image", "width", "height", *predictor.class_names])
+        for path, name in zip(rasters, output_names(rasters)):
+            try:
+                result = predict_raster(predictor, path, args.out, name=name, alpha=args.alpha,
+                                        overview_size=0 if args.no_overlay else 2048,
+                                        progress=not args.no_progress)
+            except DataError as exc:
+                report.failed.append((path, exc.problem))
+                print(f"skipped {path}: {exc.problem}", file=sys.stderr)
+                continue
+            writer.writerow([path.as_posix(), result.width, result.height, *(f"{s:.6f}" for s in result.shares)])
+            report.written.append(path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,8 +107,14 @@ def run(args: argparse.Namespace) -> int:
         tile_batch_size=args.tile_batch_size,
         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
     )
-    report = predict_to_folder(predictor, paths, args.out, probs=args.probs, overlays=not args.no_overlay,
+    rasters = [path for path in paths if _windowed(path, args.windowed)]
+    if rasters and args.probs:
+        raise ConfigError(f"{rasters[0]}: --probs is not available for windowed (large TIFF) prediction; "
+                          "only the label map and an overview are written")
+    in_memory = [path for path in paths if path not in rasters]
+    report = predict_to_folder(predictor, in_memory, args.out, probs=args.probs, overlays=not args.no_overlay,
                                alpha=args.alpha, progress=not args.no_progress)
+    _predict_rasters(predictor, rasters, args, report)
     print(f"predicted {len(report.written)} image(s) into {args.out} (class shares: {report.csv_path})")
     if report.failed:
         print(f"{len(report.failed)} input(s) failed:", file=sys.stderr)

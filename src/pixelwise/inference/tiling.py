@@ -15,7 +15,8 @@ Normalisation happens per tile (`preprocess`), so no float copy of the whole ima
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -80,6 +81,103 @@ def _default_preprocess(tile: np.ndarray) -> Tensor:
     return x.permute(2, 0, 1).float() / scale
 
 
+@dataclass(frozen=True)
+class TileGrid:
+    """Where the tiles of one image go; shared by in-memory and windowed (raster) prediction."""
+
+    height: int
+    width: int
+    tile_h: int
+    tile_w: int
+    overlap: int
+    margin: int
+    ramp: int
+    ys: tuple[int, ...]
+    xs: tuple[int, ...]
+
+    @classmethod
+    def plan(cls, height: int, width: int, tile: int = 512, overlap: int | None = None,
+             margin: int | None = None) -> "TileGrid":
+        overlap = tile // 4 if overlap is None else int(overlap)
+        if not 0 <= overlap < tile:
+            raise ValueError(f"overlap must be in [0, tile), got {overlap} for tile {tile}")
+        margin = overlap // 4 if margin is None else int(margin)
+        margin = max(0, min(margin, overlap // 2))
+        tile_h, tile_w = min(tile, height), min(tile, width)
+        return cls(height, width, tile_h, tile_w, overlap, margin, max(1, overlap - 2 * margin),
+                   tuple(tile_starts(height, tile_h, overlap)), tuple(tile_starts(width, tile_w, overlap)))
+
+    def rows_final_after(self, r: int) -> int:
+        """Image rows that are final once tile row `r` is done: [0, this)."""
+        return self.ys[r + 1] if r + 1 < len(self.ys) else self.height
+
+    def first_tile_row_reaching(self, row: int) -> int:
+        """The first tile row whose tiles cover image row `row` or later rows."""
+        return next(r for r, y in enumerate(self.ys) if y + self.tile_h > row)
+
+
+def blended_rows(
+    model_fn: ModelFn,
+    image: Any,
+    grid: TileGrid,
+    blend: Blend = "gaussian",
+    batch_size: int = 4,
+    *,
+    preprocess: Preprocess | None = None,
+    resume_tile_row: int = 0,
+) -> Iterator[tuple[int, int, int, Tensor]]:
+    """Blended logits, top to bottom, as soon as no later tile can change them.
+
+    Yields (tile_row, top, bottom, logits (K, bottom - top, W)) in blocks of at most
+    _FINALISE_ROWS rows; the last block of tile row r ends at `grid.rows_final_after(r)`.
+    `image` is anything sliced as image[y0:y1, x0:x1] -> (h, w, C) array: a numpy array or a
+    windowed reader over a file. `resume_tile_row` skips the rows finished before tile row r:
+    it recomputes only the earlier tile rows that reach into them, in the same order, so the
+    blended values are bit-identical to an uninterrupted pass.
+    """
+    preprocess = preprocess or _default_preprocess
+    width = grid.width
+    tile_h, tile_w, margin, ramp = grid.tile_h, grid.tile_w, grid.margin, grid.ramp
+    ys, xs = grid.ys, grid.xs
+    skip_before = ys[resume_tile_row] if resume_tile_row < len(ys) else grid.height
+    first = grid.first_tile_row_reaching(skip_before) if skip_before < grid.height else len(ys)
+
+    # Column windows depend only on whether a tile edge is inside the image.
+    col_windows = [
+        torch.from_numpy(window_1d(tile_w, blend, margin if x > 0 else 0, margin if x + tile_w < width else 0, ramp))
+        for x in xs
+    ]
+    acc: Tensor | None = None      # (K, tile_h, W) weighted logit sums for the current band
+    wsum: Tensor | None = None     # (tile_h, W) summed weights
+
+    for r in range(first, len(ys)):
+        y = ys[r]
+        row_window = torch.from_numpy(
+            window_1d(tile_h, blend, margin if y > 0 else 0, margin if y + tile_h < grid.height else 0, ramp)
+        )
+        for start in range(0, len(xs), batch_size):
+            batch_xs = xs[start:start + batch_size]
+            batch = torch.stack([preprocess(image[y:y + tile_h, x:x + tile_w]) for x in batch_xs])
+            logits = model_fn(batch).detach().float().cpu()  # (B, K, tile_h, tile_w)
+            if acc is None:
+                acc = torch.zeros(logits.shape[1], tile_h, width)
+                wsum = torch.zeros(tile_h, width)
+            for k, x in enumerate(batch_xs):
+                weight = row_window[:, None] * col_windows[start + k][None, :]  # (tile_h, tile_w)
+                acc[:, :, x:x + tile_w].addcmul_(logits[k], weight)
+                wsum[:, x:x + tile_w].add_(weight)
+
+        # Rows above the next tile row's start are final: no later tile reaches them.
+        done = grid.rows_final_after(r) - y
+        for top in range(0, done, _FINALISE_ROWS):  # small blocks keep the temporaries small
+            bottom = min(done, top + _FINALISE_ROWS)
+            if y + bottom <= skip_before:
+                continue  # finished before the resume point
+            top = max(top, skip_before - y)
+            yield r, y + top, y + bottom, acc[:, top:bottom] / wsum[top:bottom].clamp_min(1e-12)
+        _shift_up(acc, wsum, done)
+
+
 def predict_tiled(
     model_fn: ModelFn,
     image: np.ndarray,
@@ -107,71 +205,29 @@ def predict_tiled(
     if output not in ("labels", "probabilities", "logits"):
         raise ValueError(f"unknown output {output!r}; accepted: labels, probabilities, logits")
     task = task or Task("multiclass", num_classes=2)  # only used to decode; multiclass = argmax
-    preprocess = preprocess or _default_preprocess
     height, width = image.shape[:2]
-    tile_h, tile_w = min(tile, height), min(tile, width)
-    overlap = tile // 4 if overlap is None else int(overlap)
-    if not 0 <= overlap < tile:
-        raise ValueError(f"overlap must be in [0, tile), got {overlap} for tile {tile}")
-    margin = overlap // 4 if margin is None else int(margin)
-    margin = max(0, min(margin, overlap // 2))
-    ramp = max(1, overlap - 2 * margin)
-    ys = tile_starts(height, tile_h, overlap)
-    xs = tile_starts(width, tile_w, overlap)
-
-    # Column windows depend only on whether a tile edge is inside the image.
-    col_windows = [
-        torch.from_numpy(window_1d(tile_w, blend, margin if x > 0 else 0, margin if x + tile_w < width else 0, ramp))
-        for x in xs
-    ]
-
-    channels: int | None = None
-    acc: Tensor | None = None      # (K, tile_h, W) weighted logit sums for the current band
-    wsum: Tensor | None = None     # (tile_h, W) summed weights
-    full: np.ndarray | None = None
-    labels: np.ndarray | None = None
-
-    for r, y in enumerate(ys):
-        row_window = torch.from_numpy(
-            window_1d(tile_h, blend, margin if y > 0 else 0, margin if y + tile_h < height else 0, ramp)
-        )
-        for start in range(0, len(xs), batch_size):
-            batch_xs = xs[start:start + batch_size]
-            batch = torch.stack([preprocess(image[y:y + tile_h, x:x + tile_w]) for x in batch_xs])
-            logits = model_fn(batch).detach().float().cpu()  # (B, K, tile_h, tile_w)
-            if acc is None:
-                channels = logits.shape[1]
-                acc = torch.zeros(channels, tile_h, width)
-                wsum = torch.zeros(tile_h, width)
-                if output == "labels":
-                    shape = (channels, height, width) if task.kind == "multilabel" else (height, width)
-                    labels = np.zeros(shape, dtype=np.uint8)
-                else:
-                    full = np.zeros((channels, height, width), dtype=np.float32)
-            for k, x in enumerate(batch_xs):
-                weight = row_window[:, None] * col_windows[start + k][None, :]  # (tile_h, tile_w)
-                acc[:, :, x:x + tile_w].addcmul_(logits[k], weight)
-                wsum[:, x:x + tile_w].add_(weight)
-
-        # Rows above the next tile row's start are final: no later tile reaches them.
-        done = (ys[r + 1] - y) if r + 1 < len(ys) else tile_h
-        for top in range(0, done, _FINALISE_ROWS):  # small blocks keep the temporaries small
-            bottom = min(done, top + _FINALISE_ROWS)
-            chunk = acc[:, top:bottom] / wsum[top:bottom].clamp_min(1e-12)  # (K, rows, W) blended logits
-            rows = slice(y + top, y + bottom)
+    grid = TileGrid.plan(height, width, tile, overlap, margin)
+    result: np.ndarray | None = None
+    for _, top, bottom, chunk in blended_rows(model_fn, image, grid, blend, batch_size, preprocess=preprocess):
+        channels = chunk.shape[0]
+        if result is None:
             if output == "labels":
-                decoded = task.decode(chunk[None])[0].to(torch.uint8).numpy()
-                if task.kind == "multilabel":
-                    labels[:, rows] = decoded
-                else:
-                    labels[rows] = decoded
-            elif output == "probabilities":
-                full[:, rows] = task.probabilities(chunk[None])[0].numpy()
+                shape = (channels, height, width) if task.kind == "multilabel" else (height, width)
+                result = np.zeros(shape, dtype=np.uint8)
             else:
-                full[:, rows] = chunk.numpy()
-        _shift_up(acc, wsum, done)
-
-    return labels if output == "labels" else full
+                result = np.zeros((channels, height, width), dtype=np.float32)
+        rows = slice(top, bottom)
+        if output == "labels":
+            decoded = task.decode(chunk[None])[0].to(torch.uint8).numpy()
+            if task.kind == "multilabel":
+                result[:, rows] = decoded
+            else:
+                result[rows] = decoded
+        elif output == "probabilities":
+            result[:, rows] = task.probabilities(chunk[None])[0].numpy()
+        else:
+            result[:, rows] = chunk.numpy()
+    return result
 
 
 def _shift_up(acc: Tensor, wsum: Tensor, rows: int) -> None:
@@ -213,4 +269,4 @@ def tile_count(height: int, width: int, tile: int, overlap: int) -> int:
     return len(tile_starts(height, min(tile, height), overlap)) * len(tile_starts(width, min(tile, width), overlap))
 
 
-__all__ = ["predict_tiled", "tiled_logits", "tiled_probabilities", "tile_starts", "window_1d", "tile_count"]
+__all__ = ["TileGrid", "blended_rows", "predict_tiled", "tiled_logits", "tiled_probabilities", "tile_starts", "window_1d", "tile_count"]
