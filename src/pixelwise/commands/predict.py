@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,9 +16,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "OUT/class_shares.csv. Unreadable files are skipped and listed; the exit status is 1 "
                     "if any failed.",
     )
-    p.add_argument("model", help="checkpoint .pt (e.g. RUN_DIR/checkpoints/best.pt), a run folder, or an .onnx file")
-    p.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or glob patterns")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("model", nargs="?", help="checkpoint .pt (e.g. RUN_DIR/checkpoints/best.pt), a run folder, "
+                                           "or an .onnx file")
+    p.add_argument("inputs", nargs="*", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument("--out", help="output folder")
+    p.add_argument("--manifest", default=None,
+                   help="a file listing the inputs: one path per line, or a CSV with a `path` column")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="predict only shard I of N (I from 0) of the sorted inputs; under torchrun the "
+                        "default is RANK/WORLD_SIZE")
+    p.add_argument("--resume", action="store_true", help="skip inputs whose outputs are already done")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local (this process; torchrun for several) or ray (Ray Data, on the cluster "
+                        "ray.init() finds; pip install pixelwise[ray])")
+    p.add_argument("--ray-workers", type=int, default=2, help="model replicas (actors) for --engine ray")
+    p.add_argument("--merge", nargs="+", metavar="DIR", default=None,
+                   help="join the class-share CSVs of sharded runs in DIR... into DIR/class_shares.csv "
+                        "(or --out) and list failures; no prediction")
     p.add_argument("--probs", choices=["npy", "png8", "png16"], default=None,
                    help="also write probabilities: .npy float16 (K,H,W), or one 8/16-bit PNG per class")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlays")
@@ -42,8 +57,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _resolve_model_path(text: str):
-    from pathlib import Path
-
     from pixelwise.checkpoint import resolve_checkpoint
 
     path = Path(text)
@@ -58,39 +71,66 @@ def _windowed(path, forced: bool) -> bool:
     return is_tiff(path) and (forced or (raster_pixels(path) or 0) > WINDOWED_ABOVE_PIXELS)
 
 
-def _predict_rasters(predictor, rasters, args: argparse.Namespace, report) -> None:
-    """Large TIFFs, window by window; their rows join the same class_shares.csv."""
-    import csv
-
+def _predict_rasters(predictor, rasters, names, args: argparse.Namespace, report) -> None:
+    """Large TIFFs, window by window; each gets a done marker like the other inputs."""
     from pixelwise.errors import DataError
-    from pixelwise.inference.outputs import output_names
     from pixelwise.inference.raster import predict_raster
+    from pixelwise.inference.sharding import is_done, mark_done
 
-    if not rasters:
-        return
-    new_csv = not report.csv_path.exists()
-    with open(report.csv_path, "a", newline="") as handle:
-        writer = csv.writer(handle)
-        if new_csv:
-            writer.writerow(["image", "width", "height", *predictor.class_names])
-        for path, name in zip(rasters, output_names(rasters)):
-            try:
-                result = predict_raster(predictor, path, args.out, name=name, alpha=args.alpha,
-                                        overview_size=0 if args.no_overlay else 2048,
-                                        progress=not args.no_progress)
-            except DataError as exc:
-                report.failed.append((path, exc.problem))
-                print(f"skipped {path}: {exc.problem}", file=sys.stderr)
-                continue
-            writer.writerow([path.as_posix(), result.width, result.height, *(f"{s:.6f}" for s in result.shares)])
-            report.written.append(path)
+    for path, name in zip(rasters, names):
+        if args.resume and is_done(args.out, name):
+            report.skipped += 1
+            continue
+        try:
+            result = predict_raster(predictor, path, args.out, name=name, alpha=args.alpha,
+                                    overview_size=0 if args.no_overlay else 2048,
+                                    progress=not args.no_progress)
+        except DataError as exc:
+            report.failed.append((path, exc.problem))
+            print(f"skipped {path}: {exc.problem}", file=sys.stderr)
+            continue
+        mark_done(args.out, name, {"image": path.as_posix(), "width": result.width, "height": result.height,
+                                   "shares": [float(v) for v in result.shares]})
+        report.written.append(path)
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from pixelwise.inference.sharding import merge_shards
+
+    result = merge_shards(args.merge, None if args.out is None else Path(args.out) / "class_shares.csv")
+    print(f"merged {result.rows} image(s) into {result.csv_path}")
+    for name in result.duplicates:
+        print(f"warning: {name} appears in more than one shard (kept the last)", file=sys.stderr)
+    if result.failures:
+        print(f"{len(result.failures)} input(s) failed:", file=sys.stderr)
+        for path, problem in result.failures:
+            print(f"  {path}: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _inputs(args: argparse.Namespace) -> list[Path]:
+    from pixelwise.errors import ConfigError
+    from pixelwise.inference.predictor import iter_images
+    from pixelwise.inference.sharding import read_manifest
+
+    paths = (read_manifest(args.manifest) if args.manifest else []) + (iter_images(args.inputs) if args.inputs else [])
+    if not paths:
+        raise ConfigError("no image files found in the inputs")
+    # Sorted and unique: every process of a sharded run sees the same list in the same order.
+    return sorted(dict.fromkeys(paths), key=lambda p: p.as_posix())
 
 
 def run(args: argparse.Namespace) -> int:
     from pixelwise.errors import CheckpointError, ConfigError
-    from pixelwise.inference.outputs import predict_to_folder
-    from pixelwise.inference.predictor import DEFAULT_MAX_PIXELS, Predictor, iter_images
+    from pixelwise.inference.outputs import output_names, predict_to_folder
+    from pixelwise.inference.predictor import DEFAULT_MAX_PIXELS, Predictor
+    from pixelwise.inference.sharding import parse_shard, rank_device, read_done, write_failures_csv, write_rows_csv
 
+    if args.merge:
+        return _merge(args)
+    if not args.model or not args.out or not (args.inputs or args.manifest):
+        raise ConfigError("predict needs MODEL, inputs (or --manifest) and --out; or --merge DIR...")
     if args.tile < 16 or not 0 <= args.overlap < args.tile:
         raise ConfigError(f"need --tile >= 16 and 0 <= --overlap < --tile (got {args.tile}, {args.overlap})")
     if args.batch_size < 1 or (args.tile_batch_size is not None and args.tile_batch_size < 1):
@@ -98,24 +138,41 @@ def run(args: argparse.Namespace) -> int:
     model_path = _resolve_model_path(args.model)
     if not model_path.exists():
         raise CheckpointError(f"{model_path}: no such checkpoint or ONNX file")
-    paths = iter_images(args.inputs)
-    if not paths:
-        raise ConfigError("no image files found in the inputs")
-    predictor = Predictor.load(
-        model_path, device=args.device, precision=args.precision, tta=args.tta,
-        tile=args.tile, overlap=args.overlap, blend=args.blend, batch_size=args.batch_size,
-        tile_batch_size=args.tile_batch_size,
-        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
-    )
-    rasters = [path for path in paths if _windowed(path, args.windowed)]
-    if rasters and args.probs:
-        raise ConfigError(f"{rasters[0]}: --probs is not available for windowed (large TIFF) prediction; "
-                          "only the label map and an overview are written")
-    in_memory = [path for path in paths if path not in rasters]
-    report = predict_to_folder(predictor, in_memory, args.out, probs=args.probs, overlays=not args.no_overlay,
-                               alpha=args.alpha, progress=not args.no_progress)
-    _predict_rasters(predictor, rasters, args, report)
-    print(f"predicted {len(report.written)} image(s) into {args.out} (class shares: {report.csv_path})")
+    shard = parse_shard(args.shard)
+    all_paths = _inputs(args)
+    all_names = output_names(all_paths)  # decided on the whole list: independent of the sharding
+    paths, names = shard.select(all_paths), shard.select(all_names)
+    options = dict(tta=args.tta, tile=args.tile, overlap=args.overlap, blend=args.blend,
+                   batch_size=args.batch_size, tile_batch_size=args.tile_batch_size,
+                   max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+    out = Path(args.out)
+    csv_path = out / f"class_shares{shard.suffix}.csv"
+    if args.engine == "ray":
+        from pixelwise.integrations.ray import predict_with_ray
+
+        report = predict_with_ray(model_path, paths, out, names=names, workers=args.ray_workers,
+                                  resume=args.resume, probs=args.probs, overlays=not args.no_overlay,
+                                  alpha=args.alpha, device=args.device, precision=args.precision, **options)
+        class_names = Predictor.load(model_path, device="cpu").class_names  # the CSV header
+    else:
+        predictor = Predictor.load(model_path, device=rank_device(args.device), precision=args.precision, **options)
+        windowed = [_windowed(path, args.windowed) for path in paths]
+        if any(windowed) and args.probs:
+            raise ConfigError(f"{paths[windowed.index(True)]}: --probs is not available for windowed (large TIFF) "
+                              "prediction; only the label map and an overview are written")
+        report = predict_to_folder(predictor, [p for p, w in zip(paths, windowed) if not w], out,
+                                   names=[n for n, w in zip(names, windowed) if not w], probs=args.probs,
+                                   overlays=not args.no_overlay, alpha=args.alpha, progress=not args.no_progress,
+                                   resume=args.resume, csv_name=csv_path.name)
+        _predict_rasters(predictor, [p for p, w in zip(paths, windowed) if w],
+                         [n for n, w in zip(names, windowed) if w], args, report)
+        class_names = predictor.class_names
+    write_rows_csv(csv_path, class_names, read_done(out, names))
+    if not shard.is_whole or report.failed:
+        write_failures_csv(out / f"failures{shard.suffix}.csv", report.failed)
+    where = "" if shard.is_whole else f" (shard {shard.index}/{shard.count}: {len(paths)} of {len(all_paths)} inputs)"
+    skipped = f", {report.skipped} already done" if report.skipped else ""
+    print(f"predicted {len(report.written)} image(s) into {args.out}{where}{skipped} (class shares: {csv_path})")
     if report.failed:
         print(f"{len(report.failed)} input(s) failed:", file=sys.stderr)
         for path, problem in report.failed:

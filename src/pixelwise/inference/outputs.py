@@ -7,8 +7,11 @@ Layout of OUT:
     probs/NAME/IDX_CLASS.png one 8- or 16-bit PNG per class  with probs="png8" / "png16"
     class_shares.csv         image, width, height, one column per class: share of pixels
 
+    .done/NAME.json          written last for each finished input: its CSV row (see sharding.py)
+
 Images are read one by one; same-size images are batched. An unreadable file is skipped
-with a message naming it, and listed in the returned report.
+with a message naming it, and listed in the returned report. Every file is written under a
+temporary name and renamed into place, so a killed run leaves no half-written output.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class PredictReport:
     written: list[Path] = field(default_factory=list)        # input files predicted
     failed: list[tuple[Path, str]] = field(default_factory=list)  # (input file, problem)
     csv_path: Path | None = None
+    skipped: int = 0                                         # already done (resume)
 
 
 def _safe(text: str) -> str:
@@ -54,8 +58,17 @@ def output_names(paths: Sequence[Path]) -> list[str]:
 
 def predict_to_folder(predictor: Predictor, paths: Sequence[Path], out: str | Path, *,
                       probs: ProbFormat | None = None, overlays: bool = True, alpha: float = 0.5,
-                      progress: bool = True) -> PredictReport:
-    """Predict every file in `paths` and write the outputs described in the module docstring."""
+                      progress: bool = True, names: Sequence[str] | None = None, resume: bool = False,
+                      csv_name: str = "class_shares.csv") -> PredictReport:
+    """Predict every file in `paths` and write the outputs described in the module docstring.
+
+    names: output stems (default: `output_names(paths)`); a sharded run passes the names given
+    on the whole input list. Every finished input gets a done marker (OUT/.done/NAME.json);
+    with `resume`, inputs already marked are skipped. The CSV is rebuilt from the markers of
+    `paths`, so it lists each input exactly once however often the run was interrupted.
+    """
+    from pixelwise.inference.sharding import is_done, mark_done, read_done, write_rows_csv
+
     if probs not in (None, "npy", "png8", "png16"):
         raise PixelwiseError(f"unknown probability format {probs!r}; accepted: npy, png8, png16")
     if probs and predictor.decodes:
@@ -65,52 +78,56 @@ def predict_to_folder(predictor: Predictor, paths: Sequence[Path], out: str | Pa
     for sub in ("labels", "overlays" if overlays else None, "probs" if probs else None):
         if sub:
             (out / sub).mkdir(parents=True, exist_ok=True)
-    report = PredictReport(csv_path=out / "class_shares.csv")
-    names = output_names(paths)
+    report = PredictReport(csv_path=out / csv_name)
+    names = list(names) if names is not None else output_names(paths)
+    todo = [(path, name) for path, name in zip(paths, names) if not (resume and is_done(out, name))]
+    report.skipped = len(paths) - len(todo)
+    for _, name in todo:  # temp files of a killed run's writes, never renamed into place
+        for stale in [*out.glob(f"*/.{name}.png.*.tmp"), *out.glob(f"*/.{name}.npy.*.tmp"),
+                      *out.glob(f"probs/{name}/.*.tmp")]:
+            stale.unlink(missing_ok=True)
     from tqdm import tqdm
 
-    bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress or None, file=sys.stderr)
+    bar = tqdm(total=len(todo), desc="predict", unit="img", disable=not progress or None, file=sys.stderr)
     pending: dict[tuple[int, ...], list[tuple[Path, str, np.ndarray]]] = {}
 
-    rows: list[list] = [["image", "width", "height", *predictor.class_names]]
-    try:
+    def flush(key: tuple[int, ...]) -> None:
+        group = pending.pop(key, [])
+        if not group:
+            return
+        preds = predictor.predict([img for _, _, img in group], return_probabilities=probs is not None)
+        for (path, name, image), pred in zip(group, preds):
+            write_prediction(predictor, out, name, image, pred, probs, overlays, alpha)
+            shares = predictor.class_shares(pred.labels)
+            mark_done(out, name, {"image": path.as_posix(), "width": int(image.shape[1]),
+                                  "height": int(image.shape[0]), "shares": [float(v) for v in shares]})
+            report.written.append(path)
+        bar.update(len(group))
 
-        def flush(key: tuple[int, ...]) -> None:
-            group = pending.pop(key, [])
-            if not group:
-                return
-            preds = predictor.predict([img for _, _, img in group], return_probabilities=probs is not None)
-            for (path, name, image), pred in zip(group, preds):
-                _write_one(predictor, out, name, image, pred, probs, overlays, alpha)
-                shares = predictor.class_shares(pred.labels)
-                rows.append([path.as_posix(), image.shape[1], image.shape[0], *(f"{s:.6f}" for s in shares)])
-                report.written.append(path)
-            bar.update(len(group))
-
-        for path, name in zip(paths, names):
-            try:
-                image = read_image(path)
-                predictor.preprocess.channels(image[:1, :1], str(path))  # wrong channel count: this file only
-            except DataError as exc:
-                report.failed.append((path, exc.problem))
-                bar.write(f"skipped {path}: {exc.problem}", file=sys.stderr)
-                bar.update(1)
-                continue
-            key = tuple(image.shape)
-            pending.setdefault(key, []).append((path, name, image))
-            big = image.shape[0] * image.shape[1] > predictor.max_pixels
-            if big or len(pending[key]) >= predictor.batch_size:
-                flush(key)
-        for key in list(pending):
+    for path, name in todo:
+        try:
+            image = read_image(path)
+            predictor.preprocess.channels(image[:1, :1], str(path))  # wrong channel count: this file only
+        except DataError as exc:
+            report.failed.append((path, exc.problem))
+            bar.write(f"skipped {path}: {exc.problem}", file=sys.stderr)
+            bar.update(1)
+            continue
+        key = tuple(image.shape)
+        pending.setdefault(key, []).append((path, name, image))
+        big = image.shape[0] * image.shape[1] > predictor.max_pixels
+        if big or len(pending[key]) >= predictor.batch_size:
             flush(key)
-    finally:  # the shares of the images done so far, even when a later one fails
-        atomic.write_csv(report.csv_path, rows)
+    for key in list(pending):
+        flush(key)
     bar.close()
+    write_rows_csv(report.csv_path, predictor.class_names, read_done(out, names))
     return report
 
 
-def _write_one(predictor: Predictor, out: Path, name: str, image: np.ndarray, pred: Prediction,
-               probs: ProbFormat | None, overlays: bool, alpha: float) -> None:
+def write_prediction(predictor: Predictor, out: Path, name: str, image: np.ndarray, pred: Prediction,
+                     probs: ProbFormat | None = None, overlays: bool = True, alpha: float = 0.5) -> None:
+    """Write one image's label map, overlay and probabilities into OUT's subfolders, each atomically."""
     labels = pred.labels
     if labels.ndim == 3:  # multilabel masks
         if labels.shape[0] <= 8:

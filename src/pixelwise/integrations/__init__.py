@@ -1,0 +1,1 @@
+"""Bridges to other engines (Ray Data); each imports its engine lazily and is optional."""
