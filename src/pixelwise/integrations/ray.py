@@ -77,10 +77,15 @@ class PredictWriter:
 
 
 def predict_dataset(dataset, model: str | Path, out: str | Path, *, workers: int = 2, batch_size: int = 8,
-                    **options: Any):
-    """dataset rows {"path", "name"} -> rows {"path", "width", "height", "shares", "error"} (lazy)."""
+                    gpus_per_worker: float = 0, **options: Any):
+    """dataset rows {"path", "name"} -> rows {"path", "width", "height", "shares", "error"} (lazy).
+
+    options go to `PredictWriter` (resume, probs, overlays, alpha, threads) and `Predictor.load`
+    (device, precision, tta, tile, overlap, ...). gpus_per_worker reserves GPUs per actor.
+    """
+    extra = {"num_gpus": gpus_per_worker} if gpus_per_worker else {}
     return dataset.map_batches(PredictWriter, fn_constructor_kwargs={"model": str(model), "out": str(out), **options},
-                               batch_size=batch_size, concurrency=workers, batch_format="numpy")
+                               batch_size=batch_size, concurrency=workers, batch_format="numpy", **extra)
 
 
 def predict_with_ray(model: str | Path, paths: Sequence[Path], out: str | Path, *, names: Sequence[str],
