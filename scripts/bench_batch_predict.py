@@ -37,7 +37,7 @@ def main() -> int:
     from pixelwise.inference import Predictor
     from pixelwise.inference.outputs import predict_to_folder
     from pixelwise.models import create_model
-    from pixelwise.training.checkpoint import save_checkpoint
+    from pixelwise.checkpoint import save_checkpoint
 
     args.out.mkdir(parents=True, exist_ok=True)
     images = args.out / "images"

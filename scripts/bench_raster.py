@@ -57,7 +57,7 @@ def write_scene(path: Path, height: int, width: int, tile: int = 512) -> None:
 
 def write_checkpoint(path: Path, model_name: str, classes: int) -> None:
     from pixelwise.models import create_model
-    from pixelwise.training.checkpoint import save_checkpoint
+    from pixelwise.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     kwargs = {"num_classes": classes, "in_channels": 3}
