@@ -31,6 +31,7 @@ import numpy as np
 import tifffile
 import torch
 
+from pixelwise import atomic
 from pixelwise.errors import ConfigError, DataError
 from pixelwise.inference.predictor import Predictor
 from pixelwise.inference.tiling import TileGrid, blended_rows
@@ -213,15 +214,6 @@ def _fingerprint(predictor: Predictor, path: Path, grid: TileGrid) -> dict:
             "shape": [grid.height, grid.width]}
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def predict_raster(predictor: Predictor, path: str | Path, out: str | Path, *, name: str | None = None,
                    overview_size: int = 2048, alpha: float = 0.5, progress: bool = True) -> RasterResult:
     """Predict one large TIFF window by window into OUT/labels/NAME.tif (+ OUT/overlays/NAME.png).
@@ -253,7 +245,7 @@ def predict_raster(predictor: Predictor, path: str | Path, out: str | Path, *, n
             with open(raw_path, "wb") as handle:
                 handle.truncate(raster.height * row_bytes)  # sparse: disk fills as rows finish
             state = {"fingerprint": fingerprint, "tile_rows_done": 0, "counts": [0] * predictor.num_classes}
-            _write_json_atomic(state_path, state)
+            atomic.write_json(state_path, state)
         start = int(state["tile_rows_done"])
         if start:
             print(f"{path}: resuming at tile row {start + 1} of {len(grid.ys)} "
@@ -282,7 +274,7 @@ def predict_raster(predictor: Predictor, path: str | Path, out: str | Path, *, n
                     counts += row_counts
                     row_counts[:] = 0
                     state.update(tile_rows_done=r + 1, counts=counts.tolist())
-                    _write_json_atomic(state_path, state)
+                    atomic.write_json(state_path, state)
                     bar.update(1)
         finally:
             os.close(fd)
@@ -349,18 +341,14 @@ def _write_labels_tiff(raw_path: Path, target: Path, raster: Raster, planes: int
     else:
         options.update(photometric="minisblack", planarconfig="contig")
     shape = (height, width, planes) if planes > 1 else (height, width)
-    tmp = target.with_name(target.name + ".tmp")
-    with tifffile.TiffWriter(tmp, bigtiff=height * width * planes > 2**31) as writer:
+    with atomic.atomic_path(target) as tmp, tifffile.TiffWriter(tmp, bigtiff=height * width * planes > 2**31) as writer:
         writer.write(tiles(), shape=shape, dtype=np.uint8, tile=(tile, tile), compression="zlib",
                      extratags=raster.geo_tags, **options)
-    os.replace(tmp, target)
 
 
 def _write_overview(raw_path: Path, raster: Raster, planes: int, predictor: Predictor, target: Path,
                     size: int, alpha: float) -> Path:
     """A small PNG of the image with the label colours blended in, read back in bands."""
-    from PIL import Image
-
     from pixelwise.visualize import add_legend, overlay
 
     step = max(1, math.ceil(max(raster.height, raster.width) / size))
@@ -382,11 +370,7 @@ def _write_overview(raw_path: Path, raster: Raster, planes: int, predictor: Pred
         present = [int(c) for c in np.unique(small) if c < len(predictor.class_names)]
     picture = add_legend(overlay(image, small, predictor.colors, alpha=alpha, ignore_index=None),
                          predictor.class_names, predictor.colors, present=present)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp.png")
-    Image.fromarray(picture).save(tmp)
-    os.replace(tmp, target)
-    return target
+    return atomic.save_image(target, picture)
 
 
 __all__ = ["Raster", "RasterResult", "open_raster", "predict_raster", "is_tiff", "raster_pixels",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from pixelwise import atomic
 from pixelwise.errors import ConfigError, DataError
 
 DONE_DIR = ".done"
@@ -110,14 +111,7 @@ def is_done(out: Path, name: str) -> bool:
 
 def mark_done(out: Path, name: str, row: dict) -> None:
     """Record an input as finished; written after all its outputs, atomically."""
-    target = marker_path(out, name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    with open(tmp, "w") as handle:
-        json.dump(row, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, target)
+    atomic.write_json(marker_path(out, name), row)
 
 
 def read_done(out: Path, names: Iterable[str]) -> list[dict]:
@@ -131,23 +125,14 @@ def read_done(out: Path, names: Iterable[str]) -> list[dict]:
 
 def write_rows_csv(target: Path, class_names: Sequence[str], rows: Iterable[dict]) -> None:
     """The class-share CSV, sorted by image path, written atomically."""
-    tmp = target.with_name(target.name + ".tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image", "width", "height", *class_names])
-        for row in sorted(rows, key=lambda r: r["image"]):
-            writer.writerow([row["image"], row["width"], row["height"], *(f"{s:.6f}" for s in row["shares"])])
-    os.replace(tmp, target)
+    atomic.write_csv(target, [["image", "width", "height", *class_names]] + [
+        [row["image"], row["width"], row["height"], *(f"{s:.6f}" for s in row["shares"])]
+        for row in sorted(rows, key=lambda r: r["image"])])
 
 
 def write_failures_csv(target: Path, failures: Iterable[tuple[Path, str]]) -> None:
-    tmp = target.with_name(target.name + ".tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image", "problem"])
-        for path, problem in sorted(failures, key=lambda f: str(f[0])):
-            writer.writerow([Path(path).as_posix(), problem])
-    os.replace(tmp, target)
+    atomic.write_csv(target, [["image", "problem"]] + [
+        [Path(path).as_posix(), problem] for path, problem in sorted(failures, key=lambda f: str(f[0]))])
 
 
 # ---------------------------------------------------------------- merge
@@ -191,12 +176,7 @@ def merge_shards(folders: Sequence[str | Path], out: str | Path | None = None) -
         with open(path, newline="") as handle:
             failures += [(r["image"], r["problem"]) for r in csv.DictReader(handle) if r["image"] not in rows]
     target = Path(out) if out else folders[0] / "class_shares.csv"
-    tmp = target.with_name(target.name + ".tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows[key] for key in sorted(rows))
-    os.replace(tmp, target)
+    atomic.write_csv(target, [header] + [rows[key] for key in sorted(rows)])
     return MergeResult(target, len(rows), sorted(set(failures)), sorted(set(duplicates)))
 
 
