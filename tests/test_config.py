@@ -32,7 +32,10 @@ def test_overrides_set_nested_values_with_yaml_types(tmp_path):
     assert cfg.data.crop_size == 64
     assert cfg.model.kwargs == {"depth": 2}
     assert cfg.train.grad_clip == 1.5
-    assert load_config(path, ["train.amp=off", "data.crop_size=64"]).train.amp == "off"  # YAML reads bare off as False
+    # The old key and word (YAML reads a bare `off` as False) still mean fp32.
+    assert load_config(path, ["train.amp=off", "data.crop_size=64"]).train.precision == "fp32"
+    new = load_config(path, ["train.precision=bf16", "train.channels_last=off", "data.crop_size=64"]).train
+    assert (new.precision, new.channels_last) == ("bf16", "off")  # YAML reads bare off as False: still "off"
 
 
 @pytest.mark.parametrize("override, key", [
@@ -56,6 +59,8 @@ def test_unknown_keys_are_rejected_by_name(tmp_path, override, key):
     ("data.crop_size=-4", "data.crop_size"),
     ("schedule.name=step", "schedule.name"),
     ("train.amp=fp8", "train.amp"),
+    ("train.precision=fp8", "train.precision"),
+    ("train.channels_last=sideways", "train.channels_last"),
     ("optim.momentum=1.5", "optim.momentum"),
 ])
 def test_bad_values_are_rejected_by_key(tmp_path, override, key):

@@ -11,13 +11,60 @@ from pixelwise.models import create_model
 
 
 def test_precision_choices():
-    assert runtime.PRECISIONS == ("fp32", "bf16", "auto")
+    assert runtime.PRECISIONS == ("auto", "fp32", "bf16", "fp16")
     assert runtime.resolve_precision("fp32", "cpu") == "fp32"
     assert runtime.resolve_precision("bf16", "cpu") == "bf16"
     auto = runtime.resolve_precision("auto", "cpu")
     assert auto == ("bf16" if runtime.fast_mode_supported("cpu") else "fp32")
     with pytest.raises(ConfigError, match="unknown precision 'fp8'.*auto"):
         runtime.resolve_precision("fp8", "cpu")
+
+
+def test_resolve_runtime_one_vocabulary_and_one_channels_last_rule(monkeypatch):
+    monkeypatch.setattr(runtime, "measured_cpu_bf16_speedup", lambda: 3.0)  # a CPU where bf16 pays
+    fast = runtime.resolve_runtime("cpu", "auto", "auto")
+    assert fast == runtime.Runtime(torch.device("cpu"), "bf16", True) and fast.dtype == torch.bfloat16
+    monkeypatch.setattr(runtime, "measured_cpu_bf16_speedup", lambda: 0.9)  # one where it does not
+    assert runtime.resolve_runtime("cpu", "auto", "auto") == runtime.Runtime(torch.device("cpu"), "fp32", False)
+    # channels_last auto follows the precision; on/off force it either way.
+    assert runtime.resolve_runtime("cpu", "bf16", "auto").channels_last
+    assert not runtime.resolve_runtime("cpu", "bf16", "off").channels_last
+    assert runtime.resolve_runtime("cpu", "fp32", "on").channels_last
+    assert runtime.resolve_runtime("cpu", "fp32").dtype is None
+
+
+def test_old_spellings_are_read_with_a_one_line_note(capsys):
+    runtime._noted.clear()
+    assert runtime.normalize_precision("off") == "fp32"
+    assert runtime.normalize_precision(False) == "fp32"        # YAML 1.1's reading of a bare `off`
+    assert runtime.normalize_precision("bfloat16") == "bf16"
+    assert runtime.normalize_channels_last(True) == "on" and runtime.normalize_channels_last("false") == "off"
+    notes = capsys.readouterr().err.splitlines()
+    assert notes[0] == "note: precision=off is an old spelling, read as precision=fp32; write precision=fp32"
+    assert len(notes) == 3  # off (once, though read twice), bfloat16, false; a bool is not an old word
+    with pytest.raises(ConfigError, match="channels_last: unknown value 'sideways'"):
+        runtime.normalize_channels_last("sideways")
+
+
+def test_resolve_runtime_refuses_what_the_device_cannot_do():
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        runtime.resolve_runtime("cpu", "fp16")
+    with pytest.raises(ConfigError, match="unknown device 'gpu0'"):
+        runtime.resolve_runtime("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device is available"):
+            runtime.resolve_runtime("cuda")
+
+
+def test_runtime_runs_a_model_as_resolved():
+    rt = runtime.resolve_runtime("cpu", "bf16", "on")
+    model = rt.prepare(create_model("unet", num_classes=2, base_channels=4, depth=2))
+    assert model.inc[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    x = rt.to_device(torch.randn(1, 3, 16, 16))
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    with rt.autocast():
+        assert model(x).dtype == torch.bfloat16
+    assert rt.describe() == "bf16 autocast + channels_last on cpu"
 
 
 def test_fast_mode_needs_bf16_instructions(monkeypatch):

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from pixelwise.commands.runtime_args import add_runtime_arguments
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -17,8 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--out", type=Path, help="output folder (default RUN_DIR/eval)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--amp", default="auto", choices=["auto", "off", "bf16", "fp16"])
+    add_runtime_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--limit", type=int, help="only the first N images")
     parser.add_argument("--num-workers", type=int, default=0)
@@ -35,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from pixelwise.workflows import write_report_if_available
 
     result = evaluate_checkpoint(args.source, data=args.data, split=args.split, out_dir=args.out,
-                                 batch_size=args.batch_size, device=args.device, amp=args.amp, limit=args.limit,
+                                 batch_size=args.batch_size, device=args.device, precision=args.precision,
+                                 channels_last=args.channels_last, limit=args.limit,
                                  num_workers=args.num_workers, save_predictions=args.save_predictions,
                                  verbose=not args.json, tta=args.tta)
     if args.json:

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from pixelwise.commands.runtime_args import add_runtime_arguments
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -46,9 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="same-size images per forward pass (default 4)")
     p.add_argument("--tile-batch-size", type=int, default=None,
                    help="tiles per forward pass for large images (default: 1 on CPU, 4 on GPU; bounds memory)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (checkpoints only)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="autocast precision (checkpoints only; auto = bf16 where it is fast)")
+    add_runtime_arguments(p, note="checkpoints only; an ONNX file runs in onnxruntime")
     p.add_argument("--windowed", action="store_true",
                    help="read every TIFF input window by window and write a tiled GeoTIFF label map "
                         "(automatic for TIFFs over 8192x8192 pixels); resumes after a kill")
@@ -155,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
                                   alpha=args.alpha, device=args.device, precision=args.precision, **options)
         class_names = Predictor.load(model_path, device="cpu").class_names  # the CSV header
     else:
-        predictor = Predictor.load(model_path, device=rank_device(args.device), precision=args.precision, **options)
+        predictor = Predictor.load(model_path, device=rank_device(args.device), precision=args.precision,
+                                    channels_last=args.channels_last, **options)
         windowed = [_windowed(path, args.windowed) for path in paths]
         if any(windowed) and args.probs:
             raise ConfigError(f"{paths[windowed.index(True)]}: --probs is not available for windowed (large TIFF) "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from pixelwise.commands.runtime_args import add_runtime_arguments
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -15,8 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("model", metavar="CHECKPOINT_OR_ONNX", help="a .pt checkpoint or an .onnx file")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (checkpoints only)")
-    parser.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16 (checkpoints only)")
+    add_runtime_arguments(parser, note="checkpoints only; an ONNX file runs in onnxruntime")
     parser.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body in MiB (default 20)")
     parser.add_argument("--max-pixels", type=int, default=50_000_000, help="largest image, width*height (default 50M)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request before 504 (default 60)")
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         if value <= 0:
             raise ConfigError(f"{flag} must be positive, got {value}")
     path = Path(args.model)
-    predictor = Predictor.load(path, device=args.device, precision=args.precision)
+    predictor = Predictor.load(path, device=args.device, precision=args.precision, channels_last=args.channels_last)
     settings = ServeSettings(
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels,
         request_timeout_s=args.timeout, max_queue=args.max_queue, max_batch=args.max_batch,

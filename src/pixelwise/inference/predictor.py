@@ -8,7 +8,6 @@ internally to their output stride and crop back.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -20,6 +19,7 @@ from torch import Tensor, nn
 from pixelwise.errors import CheckpointError, ConfigError, DataError
 from pixelwise.inference.tiling import Blend, predict_tiled
 from pixelwise.inference.tta import View, parse_tta, with_tta
+from pixelwise.runtime import Runtime, resolve_runtime
 from pixelwise.tasks import Task
 from pixelwise.data.classes import default_colors
 from pixelwise.data.masks import class_pixel_counts
@@ -90,43 +90,13 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"bad device {device!r}: {exc}") from None
-
-
-def resolve_precision(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """Autocast dtype, or None for fp32. "auto" asks pixelwise.runtime whether bf16 pays off."""
-    if precision in ("fp32", "float32", "32"):
-        return None
-    if precision in ("bf16", "bfloat16"):
-        return torch.bfloat16
-    if precision in ("fp16", "float16", "16"):
-        return torch.float16
-    if precision != "auto":
-        raise ConfigError(f"unknown precision {precision!r}; accepted: auto, fp32, bf16, fp16")
-    from pixelwise import runtime
-
-    return runtime.fast_dtype(device) if runtime.fast_mode_supported(device) else None
-
-
-def torch_model_fn(model: nn.Module, device: torch.device, autocast_dtype: torch.dtype | None) -> Callable[[Tensor], Tensor]:
-    """Normalised batch (N, C, H, W) on CPU -> float32 logits on CPU, no grad."""
-    model = model.to(device).eval()
-    channels_last = device.type == "cpu" and autocast_dtype is not None
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+def torch_model_fn(model: nn.Module, runtime: Runtime) -> Callable[[Tensor], Tensor]:
+    """Normalised batch (N, C, H, W) on CPU -> float32 logits on CPU, no grad, run as `runtime` says."""
+    model = runtime.prepare(model).eval()
 
     def run(x: Tensor) -> Tensor:
-        x = x.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
-        with torch.inference_mode(), ctx:
+        x = runtime.to_device(x)
+        with torch.inference_mode(), runtime.autocast():
             return model(x).float().cpu()
 
     return run
@@ -156,16 +126,19 @@ class Predictor:
     def from_model(cls, model: nn.Module, task: Task, *, mean: Sequence[float] | None = None,
                    std: Sequence[float] | None = None, in_channels: int = 3,
                    class_names: Sequence[str] | None = None, colors: Sequence[Sequence[int]] | None = None,
-                   device: str = "auto", precision: str = "auto", tta: Any = None, **options: Any) -> "Predictor":
-        """Wrap an in-memory model returning logits (N, task.out_channels, H, W)."""
-        dev = resolve_device(device)
+                   device: str = "auto", precision: str = "auto", channels_last: str = "auto",
+                   tta: Any = None, **options: Any) -> "Predictor":
+        """Wrap an in-memory model returning logits (N, task.out_channels, H, W).
+        `device`, `precision`, `channels_last`: the words of `pixelwise.runtime`."""
+        runtime = resolve_runtime(device, precision, channels_last)
+        dev = runtime.device
         names = list(class_names) if class_names else _default_names(task)
         # One 512x512 tile of a full-width U-Net holds ~300 MB (bf16) to ~600 MB (fp32) of
         # activations on CPU, where batching tiles gains little speed; GPUs gain from batches.
         if options.get("tile_batch_size") is None:
             options["tile_batch_size"] = 4 if dev.type == "cuda" else 1
         return cls(
-            model_fn=torch_model_fn(model, dev, resolve_precision(dev, precision)),
+            model_fn=torch_model_fn(model, runtime),
             task=task,
             preprocess=Preprocessing(list(mean or [0.0] * in_channels), list(std or [1.0] * in_channels), in_channels),
             class_names=names,
@@ -177,7 +150,7 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "auto",
-                        tta: Any = None, **options: Any) -> "Predictor":
+                        channels_last: str = "auto", tta: Any = None, **options: Any) -> "Predictor":
         """Load a pixelwise checkpoint (.pt) and rebuild its model, task, classes and preprocessing."""
         from pixelwise.checkpoint import load_model
 
@@ -185,7 +158,7 @@ class Predictor:
         predictor = cls.from_model(
             model, meta.task, mean=meta.mean, std=meta.std, in_channels=meta.in_channels,
             class_names=meta.class_names, colors=meta.class_colors,
-            device=device, precision=precision, tta=tta, **options,
+            device=device, precision=precision, channels_last=channels_last, tta=tta, **options,
         )
         predictor.source = str(path)
         return predictor
@@ -226,8 +199,8 @@ class Predictor:
         if not path.exists():
             raise CheckpointError(f"{path}: no such file")
         if path.suffix.lower() == ".onnx":
-            options.pop("device", None)
-            options.pop("precision", None)
+            for key in ("device", "precision", "channels_last"):  # onnxruntime decides these itself
+                options.pop(key, None)
             return cls.from_onnx(path, **options)
         return cls.from_checkpoint(path, **options)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pixelwise import atomic
 from pixelwise.errors import ConfigError
@@ -84,8 +84,9 @@ class TrainConfig(_Section):
     loss: str = Field(default="auto", description="loss spec such as 'ce', 'ce+dice'; auto = ce or bce by task")
     seed: int = 0
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1")
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
-    channels_last: bool | Literal["auto"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="auto: bf16 where it is a measured speed-up (fp16 on GPUs without bf16)")
+    channels_last: Literal["auto", "on", "off"] = Field(default="auto", description="auto: on with bf16/fp16")
     compile: bool = False
     grad_clip: float | None = Field(default=None, gt=0, description="max gradient norm")
     accumulate: int = Field(default=1, gt=0, description="gradient accumulation steps")
@@ -100,11 +101,31 @@ class TrainConfig(_Section):
         default=None, gt=0, description="after epoch 1, lower train.epochs to what fits this budget and "
                                         "stretch the schedule over it; null trains train.epochs")
 
-    @field_validator("amp", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _yaml_off(cls, value: Any) -> Any:
-        # YAML 1.1 reads a bare `off` as False; `amp: off` must still mean "off".
-        return "off" if value is False else value
+    def _old_spellings(cls, raw: Any) -> Any:
+        """`train.amp` (the old key) becomes `train.precision`; old words are read with a note.
+        The words themselves are the runtime resolver's, so config and command line agree."""
+        if not isinstance(raw, dict):
+            return raw
+        from pixelwise.runtime import deprecation_note, normalize_channels_last, normalize_precision
+
+        raw = dict(raw)
+        if "amp" in raw:
+            if "precision" in raw:
+                raise ValueError("give train.precision only (train.amp is its old name)")
+            value = raw.pop("amp")
+            word = normalize_precision(value, "train.amp", note=False)
+            deprecation_note(f"train.amp={'off' if value is False else value}", f"train.precision={word}")
+            raw["precision"] = word
+        try:
+            if "precision" in raw:
+                raw["precision"] = normalize_precision(raw["precision"], "train.precision")
+            if "channels_last" in raw:
+                raw["channels_last"] = normalize_channels_last(raw["channels_last"], "train.channels_last")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return raw
 
 
 class Config(_Section):

@@ -46,18 +46,6 @@ def init_distributed(device: torch.device) -> DistInfo:
                     local_rank=int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` picks CUDA when present (one GPU per process under torchrun), else the CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None and launched_by_torchrun():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return device
-
-
 def wrap_model(model: nn.Module, info: DistInfo, device: torch.device, sync_batchnorm: bool = False) -> nn.Module:
     """DDP-wrap `model` when running distributed (optionally converting BatchNorm to SyncBatchNorm)."""
     if not info.enabled:

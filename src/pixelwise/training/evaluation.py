@@ -20,9 +20,10 @@ from torch.utils.data import DataLoader
 
 from pixelwise import atomic
 from pixelwise.errors import ConfigError, DataError, PixelwiseError
+from pixelwise.runtime import deprecation_note, normalize_precision, resolve_runtime
 from pixelwise.training import distributed as D
 from pixelwise.checkpoint import load_model, resolve_checkpoint
-from pixelwise.training.loop import Precision, evaluate
+from pixelwise.training.loop import evaluate
 
 
 def split_exists(data: str, split: str) -> bool:
@@ -124,17 +125,19 @@ def save_prediction_images(run_dir: Path, dataset: Any, index: int, pred: np.nda
 
 def evaluate_checkpoint(source: str | Path, *, data: str | None = None, split: str = "test",
                         out_dir: str | Path | None = None, batch_size: int = 1, device: str = "auto",
-                        amp: str = "auto", limit: int | None = None, num_workers: int = 0,
-                        save_predictions: int = 0, n_resamples: int = 1000, verbose: bool = True,
-                        tta: str | None = None) -> dict[str, Any]:
+                        precision: str = "auto", channels_last: str = "auto", limit: int | None = None,
+                        num_workers: int = 0, save_predictions: int = 0, n_resamples: int = 1000,
+                        verbose: bool = True, tta: str | None = None, amp: str | None = None) -> dict[str, Any]:
     """Score a checkpoint (or a run folder's best checkpoint) on `split` of `data` (default:
     the data it was trained on). Returns the result dict; writes the eval files on rank 0.
 
     `save_predictions=N` also writes predictions/ and overlays/ for the first N images.
     `tta` (e.g. "hflip,scale:0.75,1.0,1.25") averages probabilities over those views.
+    `device`, `precision`, `channels_last` take the words of `pixelwise.runtime`; `amp` is
+    precision's old name (read with a note).
     """
     from pixelwise.data import build_transforms, open_dataset
-    from pixelwise.training.trainer import limited, resolve_data_root, resolve_precision, shard_for_eval
+    from pixelwise.training.builders import limited, resolve_data_root, shard_for_eval
 
     ckpt_path, run_dir = resolve_checkpoint(source)
     model, meta = load_model(ckpt_path)
@@ -144,7 +147,11 @@ def evaluate_checkpoint(source: str | Path, *, data: str | None = None, split: s
             raise ConfigError(f"{ckpt_path}: the checkpoint does not record its data; pass --data")
     data = resolve_data_root(str(data))
     out = Path(out_dir) if out_dir is not None else run_dir / "eval"
-    dev = D.resolve_device(device)
+    if amp is not None:
+        deprecation_note(f"amp={amp}", f"precision={normalize_precision(amp, note=False)}")
+        precision = amp
+    runtime = resolve_runtime(device, precision, channels_last)
+    dev = runtime.device
     info = D.init_distributed(dev)
     task = meta.task
     class_names = list(meta.class_names or [str(i) for i in range(task.num_classes)])
@@ -161,10 +168,7 @@ def evaluate_checkpoint(source: str | Path, *, data: str | None = None, split: s
     shard, indices = shard_for_eval(dataset, info)
     # Whole images of different sizes cannot share a batch; batch_size > 1 needs equal sizes.
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    model = model.to(dev)
-    precision = resolve_precision(amp, "auto", dev)
-    if precision.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = runtime.prepare(model)
     if tta:
         from pixelwise.inference.tta import TTAModel, parse_tta
 
@@ -186,7 +190,7 @@ def evaluate_checkpoint(source: str | Path, *, data: str | None = None, split: s
             if i < save_predictions:
                 save_prediction_images(run_dir, base, i, p.numpy(), task, colors)
 
-    scored = evaluate(model, loader, task, device=dev, precision=precision, on_batch=on_batch)
+    scored = evaluate(model, loader, task, device=dev, runtime=runtime, on_batch=on_batch)
     if info.enabled:
         gathered: list[Any] = [None] * info.world_size
         torch.distributed.all_gather_object(gathered, per_image)

@@ -18,29 +18,11 @@ from torch import Tensor, nn
 
 from pixelwise.errors import PixelwiseError
 from pixelwise.collective import all_reduce_sum
+from pixelwise.runtime import Runtime
 
 
 class NonFiniteLossError(PixelwiseError):
     """The loss became NaN or inf: training stopped, the last good checkpoint is kept."""
-
-
-@dataclass(frozen=True)
-class Precision:
-    """How the forward pass runs: autocast dtype (None = fp32) and memory format."""
-
-    dtype: torch.dtype | None = None
-    channels_last: bool = False
-
-    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=self.dtype)
-
-    def to_device(self, images: Tensor, device: torch.device) -> Tensor:
-        images = images.to(device, non_blocking=True)
-        if self.channels_last and images.ndim == 4:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return images
 
 
 def predict_logits(model: nn.Module, images: Tensor, max_pixels: int | None = None) -> Tensor:
@@ -88,7 +70,7 @@ def train_one_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     *,
     device: torch.device,
-    precision: Precision = Precision(),
+    runtime: Runtime = Runtime(),
     scaler: torch.amp.GradScaler | None = None,
     grad_clip: float | None = None,
     accumulate: int = 1,
@@ -115,14 +97,14 @@ def train_one_epoch(
     for inputs, target in batches:
         if total_batches is not None and index >= total_batches:
             break
-        inputs = precision.to_device(inputs, device)
+        inputs = runtime.to_device(inputs, device)
         target = target.to(device, non_blocking=True)
         # Last micro-batch of an accumulation group (or of the epoch) triggers the step.
         stepping = (index + 1) % accumulate == 0 or (total_batches is not None and index + 1 == total_batches)
         # DDP all-reduces gradients on every backward unless told to wait for the last micro-batch.
         sync = contextlib.nullcontext() if stepping or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
-            with precision.autocast(device):
+            with runtime.autocast(device):
                 logits = model(inputs)
             loss = loss_fn(logits.float(), target)
             value = loss.detach().item()
@@ -185,7 +167,7 @@ def evaluate(
     task: Any,
     *,
     device: torch.device,
-    precision: Precision = Precision(),
+    runtime: Runtime = Runtime(),
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
     on_batch: Callable[[Tensor, Tensor], None] | None = None,
 ) -> dict[str, Any]:
@@ -199,9 +181,9 @@ def evaluate(
     confusion = make_confusion(task)
     loss_sum = torch.zeros(2, dtype=torch.float64)  # (sum of loss * images, images)
     for inputs, target in loader:
-        inputs = precision.to_device(inputs, device)
+        inputs = runtime.to_device(inputs, device)
         target = target.to(device, non_blocking=True)
-        with precision.autocast(device):
+        with runtime.autocast(device):
             logits = predict_logits(model, inputs)
         logits = logits.float()
         if loss_fn is not None:

@@ -37,6 +37,14 @@ def lr_factor(config: ScheduleConfig, total_steps: int) -> Callable[[int], float
     return factor
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: ScheduleConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """The scheduler for `total_steps` optimizer steps; call `.step()` after each optimizer step."""
+def build_scheduler(optimizer: torch.optim.Optimizer, config: ScheduleConfig,
+                    total_steps: int | Callable[[], int]) -> torch.optim.lr_scheduler.LambdaLR:
+    """The scheduler for `total_steps` optimizer steps; call `.step()` after each optimizer step.
+
+    `total_steps` may be a function, read at every step: a run whose plan changes (a time
+    budget lowering the epoch count) then decays over the new length with no rebuilding.
+    """
+    if callable(total_steps):
+        planned = total_steps
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, planned())(step))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, total_steps))
