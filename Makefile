@@ -24,7 +24,7 @@ bench: $(STAMP)
 	$(VENV)/bin/pixelwise bench --out bench/results.json
 
 benchmarks-md: $(STAMP)
-	$(PY) bench/make_benchmarks_md.py bench/results.json BENCHMARKS.md
+	$(PY) -m pixelwise.bench.make_benchmarks_md bench/results.json BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

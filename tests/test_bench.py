@@ -11,11 +11,8 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
-from bench import harness, make_benchmarks_md, run_all  # noqa: E402
+from pixelwise.bench import harness, make_benchmarks_md, run_all
 
 
 # ------------------------------------------------------------------ harness
@@ -70,9 +67,9 @@ def test_peak_rss_of_a_subprocess_is_its_own_not_the_parents():
     # ru_maxrss survives fork + exec on Linux, so a child of a big parent would report the
     # parent's peak; the tiling benchmark relies on peak_rss_bytes() not doing that.
     ballast = b"\x01" * (300 * 1024**2)  # 300 MiB of touched pages in this (parent) process
-    code = ("import resource; from bench.harness import peak_rss_bytes; "
+    code = ("import resource; from pixelwise.bench.harness import peak_rss_bytes; "
             "print(peak_rss_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     own, maxrss = map(int, proc.stdout.split())
     del ballast
@@ -90,7 +87,7 @@ def test_context_command_reproduces_an_area():
 def test_flop_count_of_a_depthwise_conv_backward_is_twice_its_forward():
     import torch
 
-    from bench.model_steps import count_gflops
+    from pixelwise.bench.model_steps import count_gflops
 
     for groups in (1, 16):  # dense: torch's own count; depthwise: torch overcounts 16x without the fix
         conv = torch.nn.Conv2d(16, 16, 3, padding=1, groups=groups)
@@ -111,10 +108,10 @@ def test_parse_only_validates_area_names():
 
 
 def test_missing_piece_reports_not_available(monkeypatch):
-    monkeypatch.setitem(run_all.AREAS, "ghost", "bench.no_such_area_module")
+    monkeypatch.setitem(run_all.AREAS, "ghost", "pixelwise.bench.no_such_area_module")
     result = run_all.run_area("ghost", harness.make_context(True))
     assert result["status"] == "not available"
-    assert "bench.no_such_area_module" in result["reason"] and result["rows"] == []
+    assert "pixelwise.bench.no_such_area_module" in result["reason"] and result["rows"] == []
 
 
 def test_failing_area_is_reported_and_the_next_still_runs(monkeypatch):
@@ -143,7 +140,7 @@ def test_write_results_turns_nan_into_null(tmp_path):
 
 def test_confusion_workload_has_ignored_pixels_and_matches_torchmetrics():
     pytest.importorskip("torchmetrics")
-    from bench import bench_confusion
+    from pixelwise.bench import bench_confusion
 
     pred, target = bench_confusion.make_batch((2, 32, 48))
     assert pred.dtype == target.dtype and str(pred.dtype) == "torch.uint8"
@@ -280,8 +277,8 @@ def test_bench_quick_matmul_end_to_end(tmp_path):
     assert area["status"] == "ok" and [r["dtype"] for r in area["rows"]] == ["fp32", "bf16"]
     assert all(r["gflops"] > 0 and r["min"] <= r["gflops"] <= r["max"] and r["threads"] >= 1 for r in area["rows"])
     md = tmp_path / "BENCHMARKS.md"
-    gen = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "make_benchmarks_md.py"), str(out), str(md)],
-                         capture_output=True, text=True, timeout=60)
+    gen = subprocess.run([sys.executable, "-m", "pixelwise.bench.make_benchmarks_md", str(out), str(md)],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert gen.returncode == 0, gen.stderr
     assert "## Matmul peak" in md.read_text() and "`pixelwise bench --only matmul --quick`" in md.read_text()
 
@@ -294,3 +291,60 @@ def test_bench_rejects_unknown_area_and_bad_quality_run(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "nowhere" in proc.stderr
     proc = _pixelwise("bench", "--quality-runs", "no-equals-sign", cwd=tmp_path)
     assert proc.returncode == 2 and "NAME=RUN_DIR" in proc.stderr
+
+
+# ------------------------------------------------------------------ the product's own code paths
+
+
+def test_benchmark_steps_run_the_training_loop_and_the_predictor(monkeypatch):
+    import torch
+
+    from pixelwise.bench import model_steps
+    from pixelwise.inference import predictor
+    from pixelwise.models import create_model
+    from pixelwise.training import loop
+
+    calls = {"train": 0, "infer": 0}
+    real_train, real_fn = loop.train_one_epoch, predictor.torch_model_fn
+
+    def spy_train(*args, **kwargs):
+        calls["train"] += 1
+        return real_train(*args, **kwargs)
+
+    def spy_fn(*args, **kwargs):
+        calls["infer"] += 1
+        return real_fn(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_one_epoch", spy_train)
+    monkeypatch.setattr(predictor, "torch_model_fn", spy_fn)
+    torch.manual_seed(0)
+    model = model_steps.prepare(create_model("unet", num_classes=3, base_channels=4, depth=2), fast=False)
+    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 3, (2, 32, 32))
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(model.train()(x), y).item()
+    step = model_steps.train_step(model, x, y, fast=False)
+    assert step() == pytest.approx(expected, rel=1e-5)  # the loss of the state before the step
+    assert step() < expected                             # and the step trained the model
+    logits = model_steps.infer_step(model, x, fast=False)()
+    assert calls == {"train": 2, "infer": 1} and logits.shape == (2, 3, 32, 32)
+    assert "resolve_runtime" in model_steps.fast_mode_source()
+    assert model_steps.runtime_for(False).precision == "fp32" and not model_steps.runtime_for(False).channels_last
+
+
+def test_quality_rows_and_markdown_carry_no_absolute_paths(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    data = tmp_path / "shared" / "camvid"
+    data.mkdir(parents=True)
+    run = _fake_run(repo / "runs" / "camvid", {}, miou=0.5, wall=60.0)
+    info = json.loads((run / "run.json").read_text())
+    info["dataset"] = {"root": "../../../shared/camvid", "train_images": 3}  # as train writes it: run-relative
+    (run / "run.json").write_text(json.dumps(info))
+    monkeypatch.chdir(repo)
+    row = make_benchmarks_md.read_quality_run("camvid", run)
+    assert row["run_dir"] == "runs/camvid" and row["dataset"] == "../shared/camvid"
+    results = repo / "results.json"
+    results.write_text(json.dumps(_sample_doc() | {"quality": {"camvid": row}}))
+    assert make_benchmarks_md.main([str(results), str(repo / "B.md")]) == 0
+    text = (repo / "B.md").read_text()
+    assert str(tmp_path) not in text and "from `results.json`" in text
+    assert "| camvid | ../shared/camvid |" in text

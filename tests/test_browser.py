@@ -104,8 +104,7 @@ def test_report_renders_with_images_and_numbers(browser, tmp_path):
 
 @pytest.mark.slow
 def test_service_page_upload_shows_overlay_and_legend(browser, tmp_path):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from bench_serve import serving, tiny_checkpoint
+    from pixelwise.bench.bench_serve import serving, tiny_checkpoint
 
     from pixelwise.inference.predictor import Predictor
     from pixelwise.serve import create_app

@@ -23,9 +23,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-from bench_serve import free_port, serving, tiny_checkpoint  # noqa: E402
+from pixelwise.bench.bench_serve import free_port, serving, tiny_checkpoint  # noqa: E402
 
 from pixelwise.inference.predictor import Predictor  # noqa: E402
 from pixelwise.serve import ServeSettings, create_app  # noqa: E402
@@ -253,7 +251,7 @@ def test_concurrent_requests_share_batches_and_get_their_own_answers():
 @pytest.mark.slow
 def test_load_500_requests_16_concurrent_no_errors(predictor):
     with serving(create_app(predictor, ServeSettings(), name="tiny")) as url:  # default limits (queue 32)
-        out = subprocess.run([sys.executable, str(REPO / "bench" / "bench_serve.py"), "--url", url,
+        out = subprocess.run([sys.executable, "-m", "pixelwise.bench.bench_serve", "--url", url,
                               "--requests", "500", "--concurrency", "16", "--size", "64"],
                              capture_output=True, text=True, timeout=280)
         health = httpx.get(f"{url}/health").json()

@@ -107,3 +107,11 @@ def test_fit_leaves_the_config_unchanged_and_takes_built_parts(tmp_path):
     ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert ckpt["epoch"] == 2 and ckpt["global_step"] == 4 and ckpt["planned_epochs"] == 2
     assert ckpt["config"] == cfg.to_dict() and ckpt["config"]["train"]["epochs"] == 2  # the recipe as given
+
+
+def test_run_json_records_data_relative_to_the_run_folder(tmp_path):
+    from pixelwise.training.trainer import path_for_record
+
+    (tmp_path / "data").mkdir()
+    assert path_for_record(str(tmp_path / "data"), tmp_path / "runs" / "a") == "../../data"
+    assert path_for_record("synthetic:shapes?n=8", tmp_path) == "synthetic:shapes?n=8"

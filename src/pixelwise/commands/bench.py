@@ -1,9 +1,8 @@
-"""`pixelwise bench`: run the benchmark suite in bench/ and write its JSON results.
+"""`pixelwise bench`: run the benchmark suite (pixelwise.bench) and write its JSON results.
 
-The benchmark scripts live in the repository's bench/ folder (beside src/), so this
-command works from a repository checkout with the package installed (editable or not,
-as long as it runs inside the checkout). BENCHMARKS.md is generated from the JSON by
-`python bench/make_benchmarks_md.py RESULTS.json BENCHMARKS.md`.
+The suite is part of the package and times the product's own code paths (the runtime
+resolver, the training loop's step, the Predictor). BENCHMARKS.md is generated from the
+JSON by `python -m pixelwise.bench.make_benchmarks_md RESULTS.json BENCHMARKS.md`.
 """
 
 from __future__ import annotations
@@ -13,23 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from pixelwise.errors import ConfigError, DataError, PixelwiseError
-
-
-def find_repo_root() -> Path:
-    """The checkout holding bench/run_all.py: beside the installed package, else the cwd or a parent."""
-    import pixelwise
-
-    candidates = [Path(pixelwise.__file__).resolve().parents[2]]
-    cwd = Path.cwd().resolve()
-    candidates += [cwd, *cwd.parents]
-    for root in candidates:
-        if (root / "bench" / "run_all.py").is_file():
-            return root
-    raise PixelwiseError(
-        "bench/run_all.py not found: `pixelwise bench` runs from a pixelwise repository checkout "
-        "(the benchmark scripts are not part of the installed package)"
-    )
+from pixelwise.errors import ConfigError, DataError
 
 
 def parse_quality_runs(entries: list[str] | None) -> dict[str, str]:
@@ -44,16 +27,13 @@ def parse_quality_runs(entries: list[str] | None) -> dict[str, str]:
 
 
 def handler(args: argparse.Namespace) -> int:
-    root = find_repo_root()
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from bench import run_all
+    from pixelwise.bench import run_all
 
     try:
         only = run_all.parse_only(args.only) if args.only else None
     except ValueError as exc:
         raise ConfigError(f"--only: {exc}") from None
-    from bench.make_benchmarks_md import QualityRunError, read_quality_run
+    from pixelwise.bench.make_benchmarks_md import QualityRunError, read_quality_run
 
     quality = {}
     for name, run_dir in parse_quality_runs(args.quality_runs).items():
@@ -69,7 +49,7 @@ def handler(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         run_all.write_results(doc, out)
-        log(f"results written to {out}; render with: python bench/make_benchmarks_md.py {out} BENCHMARKS.md")
+        log(f"results written to {out}; render with: python -m pixelwise.bench.make_benchmarks_md {out} BENCHMARKS.md")
     else:
         json.dump(run_all.json_safe(doc), sys.stdout, indent=2)
         print()
@@ -90,8 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench",
         help="run the speed benchmarks (matmul peak, models, data loading, metrics, tiling, ONNX)",
-        description="Run the benchmark suite from bench/; progress goes to stderr, results to --out "
-        "(or stdout as JSON). Render BENCHMARKS.md with bench/make_benchmarks_md.py.",
+        description="Run the benchmark suite (pixelwise.bench); progress goes to stderr, results to --out "
+        "(or stdout as JSON). Render BENCHMARKS.md with python -m pixelwise.bench.make_benchmarks_md.",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (a smoke run, minutes)")
     parser.add_argument("--only", metavar="AREA,...", help="comma-separated areas: matmul, confusion, models, "

@@ -1,4 +1,4 @@
-"""The `serve` area: runs the service engineer's bench/bench_serve.py load test in a subprocess.
+"""The `serve` area: runs the service's load test (pixelwise.bench.bench_serve) in a subprocess.
 
 bench_serve.py serves a tiny U-Net in-process on 127.0.0.1 and prints one JSON line
 (throughput, latency percentiles, errors); this module only runs it and tabulates the line.
@@ -7,27 +7,22 @@ bench_serve.py serves a tiny U-Net in-process on 127.0.0.1 and prints one JSON l
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
-from bench.harness import Context, area_result, goal
+from pixelwise.bench.harness import Context, area_result, goal, package_env
 
 AREA = "serve"
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = REPO_ROOT / "bench" / "bench_serve.py"
+MODULE = "pixelwise.bench.bench_serve"
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    if not SCRIPT.is_file():
-        raise ImportError(f"{SCRIPT.relative_to(REPO_ROOT)} is missing")
+    import httpx, uvicorn  # noqa: F401,E401  (missing web packages: "not available", not an error)
     requests, concurrency = (40, 8) if ctx.quick else (500, 16)
-    args = [sys.executable, str(SCRIPT), "--requests", str(requests), "--concurrency", str(concurrency)]
-    ctx.log(f"  {requests} requests, {concurrency} concurrent, via {SCRIPT.name}")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    args = [sys.executable, "-m", MODULE, "--requests", str(requests), "--concurrency", str(concurrency)]
+    ctx.log(f"  {requests} requests, {concurrency} concurrent, via {MODULE}")
+    proc = subprocess.run(args, env=package_env(), capture_output=True, text=True, timeout=900)
     lines = proc.stdout.strip().splitlines()
     if not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -39,7 +34,7 @@ def run(ctx: Context) -> dict[str, Any]:
         "errors": result.get("errors"), "rps": result.get("throughput_rps"), "p50": latency.get("p50"),
         "p90": latency.get("p90"), "p99": latency.get("p99"), "max": latency.get("max"),
         "format": result.get("format"), "image_bytes": result.get("image_bytes"),
-        "command": "python bench/bench_serve.py " + " ".join(args[2:]),
+        "command": f"python -m {MODULE} " + " ".join(args[3:]),
     }
     errors = result.get("errors")
     return area_result(
@@ -50,7 +45,7 @@ def run(ctx: Context) -> dict[str, Any]:
         rows=[row],
         goals=[goal(f"Service under load ({requests} requests, {concurrency} concurrent) without errors",
                     "0 errors", errors, errors == 0 if errors is not None else None)],
-        notes=["One load-test run of bench/bench_serve.py (owned by the service): a tiny U-Net served by "
+        notes=[f"One load-test run of {MODULE} (owned by the service): a tiny U-Net served by "
                "uvicorn on 127.0.0.1 in the same process as the httpx client, so client and server share "
                "the cores. " + (f"First failures: {result['first_failures']}" if result.get("first_failures")
                                 else "")],

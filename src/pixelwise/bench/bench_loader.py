@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
-from bench.harness import Context, area_result, measure, rate, summarize
-from bench.model_steps import fast_mode_source, prepare, train_step
+from pixelwise.bench.harness import Context, area_result, measure, rate, repo_root, summarize
+from pixelwise.bench.model_steps import fast_mode_source, prepare, train_step
 
 AREA = "loader"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = repo_root()
 CAMVID = REPO_ROOT.parent / "shared" / "data" / "camvid"
 DEFAULT_RECIPE = {"data": {"crop_size": 256, "batch_size": 8, "num_workers": 2, "augment": {}},
                   "model": {"name": "unet", "kwargs": {"base_channels": 32, "depth": 4}}}

@@ -1,101 +1,80 @@
-"""Inference and training steps of a model in fp32 NCHW or in the default fast mode.
+"""Inference and training steps of a model in fp32 NCHW or in the default fast mode,
+through the product's own code paths.
 
-The fast mode is the project's own CPU fast path (pixelwise.runtime: bf16 autocast +
-channels_last) when that module is there; otherwise the same two settings applied with
-plain torch, and `fast_mode_source()` says which one was measured.
+Both modes come from the one resolver (`pixelwise.runtime.resolve_runtime`): fp32 is
+`precision=fp32, channels_last=off`, fast is what `precision=auto` picks on this CPU (bf16 +
+channels_last where bf16 is a measured speed-up). An inference step is the Predictor's model
+call (`torch_model_fn`), a training step is `training.loop.train_one_epoch` over one batch
+with the cross-entropy of `pixelwise.losses`: what `pixelwise predict` and `pixelwise train` run.
 """
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
+from pixelwise.runtime import Runtime, resolve_runtime
+
 CPU = torch.device("cpu")
 
 
+def runtime_for(fast: bool) -> Runtime:
+    """The fast mode (precision auto) or plain fp32 NCHW on the CPU, from the product's resolver."""
+    return resolve_runtime(CPU, "auto") if fast else resolve_runtime(CPU, "fp32", "off")
+
+
 def fast_mode_source() -> str:
-    """Which code set the fast mode up, and the precision its 'auto' resolved to here."""
-    runtime = _runtime()
-    if runtime is None:
-        return "plain torch bf16 autocast + channels_last (pixelwise.runtime not available)"
-    try:
-        resolved = runtime.resolve_precision("auto", CPU)
-    except Exception as exc:  # an older runtime without resolve_precision
-        resolved = f"unknown ({type(exc).__name__})"
-    return f"pixelwise.runtime (precision 'auto' resolved to {resolved}) + channels_last"
-
-
-def _runtime() -> Any | None:
-    try:
-        import pixelwise.runtime as runtime
-    except ImportError:
-        return None
-    return runtime
+    """What the fast mode resolved to here, for the notes under each table."""
+    return f"pixelwise.runtime.resolve_runtime(precision='auto'): {runtime_for(True).describe()}"
 
 
 def prepare(model: nn.Module, fast: bool) -> nn.Module:
-    """The model as the fast path runs it (channels_last) or untouched fp32 NCHW."""
-    if not fast:
-        return model
-    runtime = _runtime()
-    if runtime is not None and hasattr(runtime, "prepare_for_speed"):
-        return runtime.prepare_for_speed(model, CPU)
-    return model.to(memory_format=torch.channels_last)
-
-
-def to_input(x: torch.Tensor, fast: bool) -> torch.Tensor:
-    if not fast:
-        return x
-    runtime = _runtime()
-    if runtime is not None and hasattr(runtime, "to_input_layout"):
-        return runtime.to_input_layout(x)
-    return x.contiguous(memory_format=torch.channels_last)
-
-
-def autocast(fast: bool) -> ContextManager[Any]:
-    """bf16 autocast on the CPU in fast mode; nothing in fp32 mode."""
-    if not fast:
-        return contextlib.nullcontext()
-    runtime = _runtime()
-    if runtime is not None and hasattr(runtime, "autocast"):
-        return runtime.autocast(CPU, True)
-    return torch.autocast("cpu", dtype=torch.bfloat16)
+    """The model as that mode runs it (channels_last in the fast mode where it applies)."""
+    return runtime_for(fast).prepare(model)
 
 
 def infer_step(model: nn.Module, x: torch.Tensor, fast: bool) -> Callable[[], torch.Tensor]:
-    """A no-grad forward pass of `model` (already prepared) on `x`, as a zero-argument call."""
-    model.eval()
-    x = to_input(x, fast)
+    """The Predictor's forward pass of `model` (already prepared) on `x`, as a zero-argument call."""
+    from pixelwise.inference.predictor import torch_model_fn
 
-    def step() -> torch.Tensor:
-        with torch.inference_mode(), autocast(fast):
-            return model(x)
-
-    return step
+    run = torch_model_fn(model, runtime_for(fast))
+    return lambda: run(x)
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fast: bool,
                ignore_index: int = 255) -> Callable[[], float]:
-    """One optimisation step (forward, cross-entropy, backward, AdamW step) as a call."""
-    model.train()
-    x = to_input(x, fast)
+    """One optimisation step of the training loop (forward, cross-entropy, backward, AdamW
+    step) on the batch (x, y), as a call returning the loss."""
+    from pixelwise.losses import build_loss
+    from pixelwise.tasks import Task
+    from pixelwise.training.loop import train_one_epoch
+
+    runtime = runtime_for(fast)
+    task = Task("multiclass", num_classes=_out_channels(model, x), ignore_index=ignore_index)
+    loss_fn = build_loss("ce", task)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    batch = [(x, y)]
 
     def step() -> float:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(fast):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, ignore_index=ignore_index)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
+        return train_one_epoch(model, batch, loss_fn, optimizer, None, device=runtime.device, runtime=runtime).loss
 
     return step
+
+
+def _out_channels(model: nn.Module, x: torch.Tensor) -> int:
+    """Classes the model predicts: its `num_classes` attribute, else one small forward pass."""
+    classes = getattr(model, "num_classes", None)
+    if isinstance(classes, int):
+        return classes
+    was_training = model.training
+    with torch.no_grad():
+        channels = int(model.eval()(x[:1, :, :64, :64]).shape[1])
+    model.train(was_training)
+    return channels
 
 
 def _conv_backward_flops(grad_out_shape: list[int], x_shape: list[int], w_shape: list[int], _bias: Any,

@@ -1,8 +1,8 @@
 """Bounded load test of `pixelwise serve` on loopback; prints one JSON line.
 
-    python bench/bench_serve.py                          # tiny U-Net served in-process
-    python bench/bench_serve.py --checkpoint runs/x/checkpoints/best.pt --requests 500 --concurrency 16
-    python bench/bench_serve.py --url http://127.0.0.1:8000   # a server already running
+    python -m pixelwise.bench.bench_serve                          # tiny U-Net served in-process
+    python -m pixelwise.bench.bench_serve --checkpoint runs/x/checkpoints/best.pt --requests 500 --concurrency 16
+    python -m pixelwise.bench.bench_serve --url http://127.0.0.1:8000   # a server already running
 
 Output: requests, concurrency, errors (non-200 or failed), status counts, wall seconds,
 throughput (requests/s), and p50/p90/p99/max latency in milliseconds.

@@ -1,7 +1,7 @@
 """Run the benchmark areas in order and collect one JSON document (the input of BENCHMARKS.md).
 
 Entry points: `pixelwise bench [--quick] [--only AREA,...] [--out FILE.json]`, or
-`python -m bench.run_all ...` from the repository root with the same flags.
+`python -m pixelwise.bench.run_all ...` with the same flags.
 """
 
 from __future__ import annotations
@@ -14,20 +14,20 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.harness import Context, machine_info, make_context, not_available
+from pixelwise.bench.harness import Context, machine_info, make_context, not_available
 
 SCHEMA = "pixelwise-bench/1"
 
-# Area name -> module under bench/, run in this order (cheap, reference figures first).
+# Area name -> module of pixelwise.bench, run in this order (cheap, reference figures first).
 AREAS: dict[str, str] = {
-    "matmul": "bench.bench_matmul",
-    "confusion": "bench.bench_confusion",
-    "models": "bench.bench_models",
-    "loader": "bench.bench_loader",
-    "tiling": "bench.bench_tiling",
-    "onnx": "bench.bench_onnx",
-    "sliding_window": "bench.bench_sliding_window",
-    "serve": "bench.serve_area",
+    "matmul": "pixelwise.bench.bench_matmul",
+    "confusion": "pixelwise.bench.bench_confusion",
+    "models": "pixelwise.bench.bench_models",
+    "loader": "pixelwise.bench.bench_loader",
+    "tiling": "pixelwise.bench.bench_tiling",
+    "onnx": "pixelwise.bench.bench_onnx",
+    "sliding_window": "pixelwise.bench.bench_sliding_window",
+    "serve": "pixelwise.bench.serve_area",
 }
 
 

@@ -14,6 +14,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable
 
 
@@ -100,6 +101,21 @@ def paired_ratio(numerator: list[float], denominator: list[float]) -> Stats:
     if len(numerator) != len(denominator):
         raise ValueError("paired_ratio() needs timings from the same rounds")
     return summarize([a / b for a, b in zip(numerator, denominator)])
+
+
+def repo_root() -> Path:
+    """The repository checkout that holds configs/ (the package's own, when installed editable
+    from one), else the current directory: `make bench` runs from the repository root."""
+    checkout = Path(__file__).resolve().parents[3]
+    return checkout if (checkout / "configs").is_dir() else Path.cwd()
+
+
+def package_env() -> dict[str, str]:
+    """The environment for a benchmark subprocess: the same pixelwise first on its path."""
+    import pixelwise
+
+    src = str(Path(pixelwise.__file__).resolve().parents[1])
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p))
 
 
 def thread_count() -> int:

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from bench.harness import Context, area_result, interleave_within, paired_ratio, rate, summarize
-from bench.model_steps import count_gflops, infer_step
+from pixelwise.bench.harness import Context, area_result, interleave_within, paired_ratio, rate, summarize
+from pixelwise.bench.model_steps import count_gflops, infer_step
 
 AREA = "sliding_window"
 NUM_CLASSES = 11

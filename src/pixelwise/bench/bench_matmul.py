@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from bench.harness import Context, area_result, interleave, rate, summarize
+from pixelwise.bench.harness import Context, area_result, interleave, rate, summarize
 
 AREA = "matmul"
 

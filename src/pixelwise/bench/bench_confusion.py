@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from bench.harness import Context, area_result, goal, interleave, paired_ratio, rate, summarize
+from pixelwise.bench.harness import Context, area_result, goal, interleave, paired_ratio, rate, summarize
 
 AREA = "confusion"
 NUM_CLASSES = 19

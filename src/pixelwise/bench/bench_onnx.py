@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from bench.harness import Context, area_result, interleave_within, paired_ratio, rate, summarize
-from bench.model_steps import fast_mode_source, infer_step, prepare
+from pixelwise.bench.harness import Context, area_result, interleave_within, paired_ratio, rate, summarize
+from pixelwise.bench.model_steps import fast_mode_source, infer_step, prepare
 
 AREA = "onnx"
 NUM_CLASSES = 11

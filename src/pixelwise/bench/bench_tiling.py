@@ -1,6 +1,6 @@
 """Tiled inference on a large RGB image (8192x8192, 11 classes, U-Net): wall time and peak RSS.
 
-The measurement runs in a fresh subprocess (`python -m bench.bench_tiling --child SIZE`), so
+The measurement runs in a fresh subprocess (`python -m pixelwise.bench.bench_tiling --child SIZE`), so
 the peak resident set size it reports belongs to that prediction alone, not to whatever the
 parent process allocated before (other areas' models, torchmetrics batches...).
 """
@@ -16,12 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Context, area_result, goal, peak_rss_bytes
+from pixelwise.bench.harness import Context, area_result, goal, package_env, peak_rss_bytes
 
 AREA = "tiling"
 NUM_CLASSES = 11
 RSS_GOAL_BYTES = 2 * 1024**3
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 BASE_CHANNELS = 32
@@ -65,22 +64,20 @@ def child(size: int, tile: int, model_name: str) -> dict[str, Any]:
 
 
 def _precision_name() -> str:
-    """What precision='auto' picks on this CPU (the Predictor's default)."""
-    import torch
+    """What precision='auto' picks on this CPU (the Predictor's default), from the one resolver."""
+    from pixelwise.runtime import resolve_runtime
 
-    from pixelwise.inference.predictor import resolve_precision
-
-    dtype = resolve_precision(torch.device("cpu"), "auto")
-    return "fp32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast + channels_last"
+    runtime = resolve_runtime("cpu", "auto")
+    return ("fp32" if runtime.dtype is None else f"{runtime.precision} autocast") + \
+        (" + channels_last" if runtime.channels_last else "")
 
 
 def run_child(size: int, tile: int, model_name: str, timeout_s: float) -> dict[str, Any]:
     """Run `child` in a fresh interpreter and parse its one-line JSON answer."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.bench_tiling", "--child", str(size), "--tile", str(tile),
+        [sys.executable, "-m", "pixelwise.bench.bench_tiling", "--child", str(size), "--tile", str(tile),
          "--model", model_name],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s,
+        env=package_env(), capture_output=True, text=True, timeout=timeout_s,
     )
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]

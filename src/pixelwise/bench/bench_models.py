@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from bench.harness import Context, area_result, goal, interleave_within, paired_ratio, rate, summarize
-from bench.model_steps import fast_mode_source, forward_and_backward_gflops, infer_step, \
+from pixelwise.bench.harness import Context, area_result, goal, interleave_within, paired_ratio, rate, summarize
+from pixelwise.bench.model_steps import fast_mode_source, forward_and_backward_gflops, infer_step, \
     prepare, train_step
 
 AREA = "models"
