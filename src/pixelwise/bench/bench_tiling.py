@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from pixelwise.bench.harness import Context, area_result, goal, package_env, peak_rss_bytes
