@@ -1,14 +1,13 @@
 """Run the benchmark areas in order and collect one JSON document (the input of BENCHMARKS.md).
 
-Entry points: `pixelwise bench [--quick] [--only AREA,...] [--out FILE.json]`, or
-`python -m pixelwise.bench.run_all ...` with the same flags.
+Entry point: `pixelwise bench [--quick] [--only AREA,...] [--out FILE.json]` (the command
+module imports this one, never the other way round: the suite sits below the interface).
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -112,13 +111,3 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value
-
-
-def main(argv: list[str] | None = None) -> int:
-    from pixelwise.cli import main as cli_main
-
-    return cli_main(["bench", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
