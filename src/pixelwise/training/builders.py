@@ -90,13 +90,13 @@ def class_pixel_counts(dataset: Dataset, num_classes: int, ignore_index: int) ->
     Per image, not summed, because SegNet's median-frequency balancing divides a class's
     pixels by the pixels of only the images where that class appears.
     """
+    from pixelwise.data.masks import class_pixel_counts as count_one  # ignore_index >= num_classes: not counted
+
     base = base_dataset(dataset)
     indices = dataset.indices if isinstance(dataset, Subset) else range(len(base))
     counts = np.zeros((len(indices), num_classes), dtype=np.int64)
     for row, i in enumerate(indices):
-        mask = np.asarray(base.read_mask(i)).reshape(-1)  # the mask alone: no image decoding
-        mask = mask[mask != ignore_index]
-        counts[row] = np.bincount(mask.astype(np.int64), minlength=num_classes)[:num_classes]
+        counts[row] = count_one(base.read_mask(i), num_classes)  # the mask alone: no image decoding
     return counts
 
 

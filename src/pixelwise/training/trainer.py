@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pixelwise import atomic
 from pixelwise.errors import CheckpointError, ConfigError
 from pixelwise.runtime import Runtime, resolve_runtime
 from pixelwise.training import distributed as D
