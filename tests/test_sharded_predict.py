@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from pixelwise.errors import ConfigError, DataError
-from pixelwise.inference.sharding import Shard, merge_shards, parse_shard, rank_device, read_manifest
+from pixelwise.inference.sharding import Shard, merge_shards, parse_shard, read_manifest
 from pixelwise.tasks import Task
 from test_predictor import make_checkpoint
 
@@ -75,12 +75,22 @@ def test_parse_shard_from_flag_and_torchrun_environment():
             parse_shard(bad, env={})
 
 
-def test_one_gpu_per_rank_where_there_are_gpus():
-    assert rank_device("auto", env={"LOCAL_RANK": "1"}, cuda_count=2) == "cuda:1"
-    assert rank_device("cuda", env={"LOCAL_RANK": "3"}, cuda_count=2) == "cuda:1"
-    assert rank_device("auto", env={"LOCAL_RANK": "1"}, cuda_count=0) == "auto"    # CPU machine
-    assert rank_device("cpu", env={"LOCAL_RANK": "1"}, cuda_count=2) == "cpu"      # asked for
-    assert rank_device("auto", env={}, cuda_count=2) == "auto"                     # not under torchrun
+def test_one_gpu_per_rank_where_there_are_gpus(monkeypatch):
+    """predict resolves its device with the one resolver: under torchrun, auto/cuda -> cuda:LOCAL_RANK."""
+    import torch
+
+    from pixelwise.runtime import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert resolve_device("auto") == torch.device("cuda", 1)
+    assert resolve_device("cuda") == torch.device("cuda", 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)   # asked for
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("WORLD_SIZE", "1")                        # not a multi-process run
+    assert resolve_device("auto") == torch.device("cuda")
 
 
 def test_manifest_lines_csv_and_missing_files(tmp_path):

@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     from pixelwise.errors import CheckpointError, ConfigError
     from pixelwise.inference.outputs import output_names, predict_to_folder
     from pixelwise.inference.predictor import DEFAULT_MAX_PIXELS, Predictor
-    from pixelwise.inference.sharding import parse_shard, rank_device, read_done, write_failures_csv, write_rows_csv
+    from pixelwise.inference.sharding import parse_shard, read_done, write_failures_csv, write_rows_csv
 
     if args.merge:
         return _merge(args)
@@ -152,10 +152,11 @@ def run(args: argparse.Namespace) -> int:
 
         report = predict_with_ray(model_path, paths, out, names=names, workers=args.ray_workers,
                                   resume=args.resume, probs=args.probs, overlays=not args.no_overlay,
-                                  alpha=args.alpha, device=args.device, precision=args.precision, **options)
+                                  alpha=args.alpha, device=args.device, precision=args.precision,
+                                  channels_last=args.channels_last, **options)
         class_names = Predictor.load(model_path, device="cpu").class_names  # the CSV header
     else:
-        predictor = Predictor.load(model_path, device=rank_device(args.device), precision=args.precision,
+        predictor = Predictor.load(model_path, device=args.device, precision=args.precision,
                                     channels_last=args.channels_last, **options)
         windowed = [_windowed(path, args.windowed) for path in paths]
         if any(windowed) and args.probs:

@@ -57,18 +57,6 @@ def parse_shard(text: str | None, env: dict | None = None) -> Shard:
     return Shard()
 
 
-def rank_device(device: str, env: dict | None = None, cuda_count: int | None = None) -> str:
-    """One GPU per process under torchrun: 'auto'/'cuda' becomes cuda:LOCAL_RANK where GPUs exist."""
-    env = os.environ if env is None else env
-    if cuda_count is None:
-        import torch
-
-        cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if device not in ("auto", "cuda") or cuda_count == 0 or "LOCAL_RANK" not in env:
-        return device
-    return f"cuda:{int(env['LOCAL_RANK']) % cuda_count}"
-
-
 def read_manifest(path: str | Path) -> list[Path]:
     """Paths from a manifest: one per line, or a CSV with a `path` column.
 
@@ -180,5 +168,5 @@ def merge_shards(folders: Sequence[str | Path], out: str | Path | None = None) -
     return MergeResult(target, len(rows), sorted(set(failures)), sorted(set(duplicates)))
 
 
-__all__ = ["Shard", "parse_shard", "rank_device", "read_manifest", "mark_done", "is_done", "read_done",
+__all__ = ["Shard", "parse_shard", "read_manifest", "mark_done", "is_done", "read_done",
            "write_rows_csv", "write_failures_csv", "merge_shards", "MergeResult"]
