@@ -110,7 +110,9 @@ def _build(meta: "CheckpointMeta", checkpoint: dict[str, Any], source: str | Pat
     where = f"{source}: " if source is not None else ""
     if "state_dict" not in checkpoint:
         raise CheckpointError(f"{where}checkpoint lacks the 'state_dict' entry")
-    model = create_model(meta.model_name, **meta.model_kwargs)
+    # The state dict replaces any starting weights: a trained model never needs that file again.
+    kwargs = {k: v for k, v in meta.model_kwargs.items() if k != "encoder_weights"}
+    model = create_model(meta.model_name, **kwargs)
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as exc:
@@ -169,6 +171,7 @@ class CheckpointMeta:
     crop_size: int | None = None                          # training crop (informational)
     epoch: int | None = None                              # epochs done when saved (training checkpoints)
     data_root: str | None = None                          # the data it was trained on (config.data.root)
+    pretrained: Mapping[str, Any] | None = None           # starting encoder weights: name, sha256, licence...
     format: str = FORMAT
 
     @classmethod
@@ -231,6 +234,10 @@ class CheckpointMeta:
             if values is not None and len(values) != in_channels:
                 raise bad(entry, f"has {len(values)} values for {in_channels} input channel(s)")
 
+        pretrained = checkpoint.get("pretrained")
+        if pretrained is not None and not isinstance(pretrained, Mapping):
+            raise bad("pretrained", "must be a dict (name, sha256, licence, ...) or absent")
+
         config = checkpoint.get("config") or {}
         data = config.get("data") if isinstance(config, Mapping) else None
         data_root = data.get("root") if isinstance(data, Mapping) else None
@@ -239,7 +246,8 @@ class CheckpointMeta:
                    class_names=tuple(str(n) for n in names), class_colors=palette, ignore_index=ignore_index,
                    mean=mean, std=std, in_channels=in_channels, crop_size=crop,
                    epoch=None if epoch is None else int(epoch),
-                   data_root=None if data_root is None else str(data_root), format=fmt)
+                   data_root=None if data_root is None else str(data_root),
+                   pretrained=None if pretrained is None else dict(pretrained), format=fmt)
 
     def to_dict(self) -> dict[str, Any]:
         """The description entries of a checkpoint dict; `from_dict(meta.to_dict()) == meta`."""
@@ -257,6 +265,8 @@ class CheckpointMeta:
             d["epoch"] = self.epoch
         if self.data_root is not None:
             d["config"] = {"data": {"root": self.data_root}}
+        if self.pretrained is not None:
+            d["pretrained"] = dict(self.pretrained)
         return d
 
 
@@ -303,15 +313,15 @@ SAFETENSORS_METADATA_KEY = "pixelwise"
 
 
 def save_safetensors(path: str | Path, checkpoint: dict[str, Any]) -> Path:
-    """Weights for deployment: RUN_DIR/model.safetensors with the model spec, task, classes and
-    preprocess as JSON under the header metadata key "pixelwise"."""
+    """Weights for deployment: RUN_DIR/model.safetensors with the model spec, task, classes,
+    preprocess and starting weights (pretrained) as JSON under the header metadata key "pixelwise"."""
     import json
 
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {key: checkpoint.get(key) for key in ("model", "task", "classes", "preprocess")}
+    meta = {key: checkpoint.get(key) for key in ("model", "task", "classes", "preprocess", "pretrained")}
     meta["format"] = FORMAT
     # safetensors refuses tensors that share storage; clone gives each its own.
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in checkpoint["state_dict"].items()}

@@ -35,3 +35,7 @@ class TaskError(PixelwiseError, ValueError):
 
 class CheckpointError(PixelwiseError):
     """A checkpoint is missing, corrupt, or unsafe to load."""
+
+
+class WeightsError(PixelwiseError):
+    """Pretrained weights are not in the cache, fail their digest, or do not fit the encoder."""

@@ -18,4 +18,5 @@ COMMAND_MODULES = [
     "report",
     "serve",
     "bench",
+    "weights",
 ]

@@ -120,9 +120,9 @@ class TrainData:
         return len(self.mean)
 
 
-def build_data(cfg: Config, dist: D.DistInfo = D.DistInfo()) -> TrainData:
-    """Open the train and val splits with their transforms and loaders (mean/std from the data
-    when the recipe gives none)."""
+def build_data(cfg: Config, dist: D.DistInfo = D.DistInfo(), pretrained: Any = None) -> TrainData:
+    """Open the train and val splits with their transforms and loaders (mean/std: the recipe's,
+    else the pretrained weights' (a pixelwise.weights.RecipeWeights), else from the data)."""
     from pixelwise.data import build_loader, build_transforms, dataset_mean_std, open_dataset
 
     root = resolve_data_root(cfg.data.root)
@@ -130,6 +130,9 @@ def build_data(cfg: Config, dist: D.DistInfo = D.DistInfo()) -> TrainData:
     task, classes = probe.task, probe.classes
     if cfg.data.mean is not None:
         mean, std = list(cfg.data.mean), list(cfg.data.std)
+    elif pretrained is not None:  # the weights were trained with their own normalisation
+        image = probe.read_image(0)
+        mean, std = pretrained.normalisation(image.shape[-1] if image.ndim == 3 else 1)
     else:
         m, s = dataset_mean_std(probe)
         mean, std = [float(v) for v in m], [float(v) for v in s]
@@ -222,16 +225,25 @@ class TrainParts:
     loss_fn: nn.Module
     optimizer: torch.optim.Optimizer
     steps_per_epoch: int
+    pretrained: Any = None          # pixelwise.weights.RecipeWeights loaded into the encoder, or None
 
 
 def build_parts(cfg: Config, runtime: Runtime, dist: D.DistInfo = D.DistInfo(),
                 say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)) -> TrainParts:
     """Data, model (on the runtime's device and memory format), loss and optimizer of `cfg`.
     The model is built before any training, so a bad name or keyword fails fast."""
-    data = build_data(cfg, dist)
+    from pixelwise.weights import resolve_recipe_weights
+
+    # Before any data is read: missing weights fail now, with the command that fetches them.
+    pretrained = resolve_recipe_weights(cfg.model.name, cfg.model.kwargs, cfg.model.encoder_weights)
+    data = build_data(cfg, dist, pretrained)
     model, spec = build_model(cfg, data.task, data.in_channels)
+    if pretrained is not None:
+        pretrained.load_into(model)
+        say(f"encoder weights {pretrained.entry.name} (sha256 {pretrained.cached.sha256[:12]}..., "
+            f"{pretrained.entry.licence})")
     model = runtime.prepare(model)
     loss_fn = build_loss(cfg, data, runtime.device, say)
     return TrainParts(data=data, model=model, model_spec=spec, loss_fn=loss_fn,
                       optimizer=build_optimizer(cfg.optim, model),
-                      steps_per_epoch=steps_per_epoch(cfg, data.train_loader))
+                      steps_per_epoch=steps_per_epoch(cfg, data.train_loader), pretrained=pretrained)

@@ -56,6 +56,20 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     name: str = "unet"
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra create_model arguments")
+    encoder_weights: str | None = Field(
+        default=None, description="pretrained encoder from the weights catalogue: 'imagenet' or a name from "
+                                  "`pixelwise weights list`; must be fetched first. Its mean/std become the run's "
+                                  "unless data.mean/std are set")
+
+    @model_validator(mode="after")
+    def _one_place_for_weights(self) -> "ModelConfig":
+        from pixelwise.weights.catalogue import is_catalogue_reference
+
+        inner = self.kwargs.get("encoder_weights")
+        if isinstance(inner, str) and is_catalogue_reference(inner):
+            raise ValueError(f"write model.encoder_weights: {inner}, not model.kwargs.encoder_weights "
+                             "(only the first gives the run the weights' normalisation and records them)")
+        return self
 
 
 class OptimConfig(_Section):

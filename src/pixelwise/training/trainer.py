@@ -165,6 +165,7 @@ class Trainer:
         self.data = parts.data
         self.model, self.loss_fn, self.optimizer = parts.model, parts.loss_fn, parts.optimizer
         self.steps_per_epoch = parts.steps_per_epoch
+        self.pretrained = parts.pretrained  # catalogue weights the encoder started from, or None
         self.net = D.wrap_model(self.model, self.dist, self.device, cfg.train.sync_batchnorm)
         if cfg.train.compile:
             self.net = torch.compile(self.net)
@@ -210,6 +211,7 @@ class Trainer:
                         "ignore_index": int(data.classes.ignore_index)},
             "preprocess": {"mean": data.mean, "std": data.std, "in_channels": data.in_channels,
                            "crop_size": self.config.data.crop_size},
+            "pretrained": self.pretrained.record() if self.pretrained is not None else None,
             "state_dict": unwrapped_state_dict(self.model),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
