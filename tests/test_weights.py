@@ -22,9 +22,10 @@ import torch
 
 from pixelwise.cli import main
 from pixelwise.errors import WeightsError
+from pixelwise.models import create_model
 from pixelwise.models.encoders import create_encoder
 from pixelwise.weights import catalogue as cat
-from pixelwise.weights import add, cached, fetch, file_path, load_into_encoder, partial_path, verify
+from pixelwise.weights import add, cached, fetch, file_path, load_into_encoder, load_pretrained, partial_path, verify
 from pixelwise.weights.catalogue import WeightsEntry
 
 
@@ -196,9 +197,10 @@ def test_fetch_verifies_pins_and_never_downloads_twice(server, monkeypatch, home
     assert not partial_path(entry).exists()
     served = len(server.requests)
     assert fetch("resnet18.imagenet", **FAST).path == found.path
-    encoder = create_encoder("resnet18", 3, width=8, weights="imagenet")  # loading is not fetching either
+    model = create_model("unet_resnet", num_classes=2, encoder="resnet18", width=8)
+    load_pretrained(model, "imagenet")  # loading is not fetching either
     assert len(server.requests) == served == 1
-    assert torch.equal(encoder.conv1.weight, tiny_resnet18_state()["conv1.weight"])
+    assert torch.equal(model.encoder.conv1.weight, tiny_resnet18_state()["conv1.weight"])
 
 
 def test_prefix_digest_pins_the_full_sha256_on_first_fetch(server, monkeypatch):
@@ -369,7 +371,8 @@ def test_grayscale_model_adapts_the_first_conv(server, monkeypatch):
     entry = make_entry(server, torch_bytes(state))
     use_catalogue(monkeypatch, entry)
     fetch(entry, **FAST)
-    encoder = create_encoder("resnet18", 1, width=8, weights="resnet18.imagenet")
+    encoder = create_encoder("resnet18", 1, width=8)
+    load_into_encoder(encoder, entry)
     assert torch.allclose(encoder.conv1.weight, state["conv1.weight"].mean(dim=1, keepdim=True))
 
 

@@ -9,6 +9,7 @@ pinned then; every later load re-hashes the bytes it reads against that pin.
     verify(name)                           re-hash a cached file
     cached(entry) / require(entry)         the verified file, or None / an error with the command
     load_into_encoder(encoder, entry)      strict load, listing missing/unexpected/mismatched keys
+    load_pretrained(model, "imagenet")     the same for a built model's encoder
     resolve_recipe_weights(...)            `model.encoder_weights: imagenet` in a recipe
 """
 
@@ -32,7 +33,6 @@ from pixelwise.weights.cache import (
     weights_dir,
 )
 from pixelwise.weights.catalogue import (
-    CATALOGUE,
     WeightsEntry,
     get_weights,
     is_catalogue_reference,
@@ -41,7 +41,7 @@ from pixelwise.weights.catalogue import (
 )
 from pixelwise.weights.download import Progress, download
 from pixelwise.weights.load import KeyReport, load_into_encoder
-from pixelwise.weights.recipe import RecipeWeights, resolve_recipe_weights
+from pixelwise.weights.recipe import RecipeWeights, find_encoder, load_pretrained, resolve_recipe_weights
 
 MIRROR_ENV = "PIXELWISE_WEIGHTS_MIRROR"
 
@@ -112,8 +112,8 @@ def add(path: str | Path, name: str | None = None, *, accept_licence: bool = Fal
 
 
 __all__ = [
-    "CATALOGUE", "CachedWeights", "KeyReport", "RecipeWeights", "WeightsEntry", "add", "cached", "check_licence",
-    "fetch", "file_path", "get_weights", "identify", "is_catalogue_reference", "list_weights", "load_into_encoder",
+    "CachedWeights", "KeyReport", "RecipeWeights", "WeightsEntry", "add", "cached", "check_licence",
+    "fetch", "file_path", "find_encoder", "get_weights", "identify", "is_catalogue_reference", "list_weights", "load_into_encoder", "load_pretrained",
     "missing_message", "partial_path", "pixelwise_home", "require", "resolve_recipe_weights", "source_urls",
     "verify", "weights_dir", "weights_for_encoder",
 ]

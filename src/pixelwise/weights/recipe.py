@@ -22,24 +22,33 @@ from pixelwise.weights.catalogue import WeightsEntry, is_catalogue_reference, we
 from pixelwise.weights.load import KeyReport, load_into_encoder
 
 
-def model_encoders(model: nn.Module) -> list[nn.Module]:
-    """The encoders inside `model` that create_encoder built (they carry `encoder_name`)."""
-    return [m for m in model.modules() if isinstance(getattr(m, "encoder_name", None), str)]
+def find_encoder(model: nn.Module, where: str = "model") -> nn.Module:
+    """The one encoder inside `model` that create_encoder built (it carries `encoder_name`)."""
+    found = [m for m in model.modules() if isinstance(getattr(m, "encoder_name", None), str)]
+    if len(found) != 1:
+        names = ", ".join(sorted(m.encoder_name for m in found))
+        raise WeightsError(f"{where}: {'has no pretrainable encoder' if not found else 'has several encoders: ' + names}")
+    return found[0]
 
 
 def encoder_of(model_name: str, model_kwargs: dict[str, Any]) -> str:
-    """The encoder name the model `model_name` builds with these kwargs."""
+    """The encoder name the model `model_name` builds with these kwargs (built on the meta
+    device: nothing is allocated, no weights file is read)."""
     from pixelwise.models import create_model
 
     kwargs = {k: v for k, v in model_kwargs.items() if k != "encoder_weights"}
     kwargs.setdefault("num_classes", 2)
     with torch.device("meta"):
         model = create_model(model_name, **kwargs)
-    names = sorted({m.encoder_name for m in model_encoders(model)})
-    if len(names) != 1:
-        raise WeightsError(f"model.encoder_weights: model {model_name!r} has "
-                           f"{'no pretrainable encoder' if not names else 'several encoders: ' + ', '.join(names)}")
-    return names[0]
+    return find_encoder(model, f"model {model_name!r}").encoder_name
+
+
+def load_pretrained(model: nn.Module, spec: str = "imagenet", *, strict: bool = True) -> tuple[CachedWeights, KeyReport]:
+    """Load catalogue weights (a tag such as "imagenet" or a catalogue name) into the encoder
+    of `model`, from the verified cache; the Python counterpart of the recipe key."""
+    encoder = find_encoder(model)
+    entry = weights_for_encoder(encoder.encoder_name, spec)
+    return load_into_encoder(encoder, entry, strict=strict)
 
 
 def adapt_stats(values: tuple[float, ...], channels: int) -> list[float]:
@@ -63,10 +72,11 @@ class RecipeWeights:
 
     def load_into(self, model: nn.Module) -> KeyReport:
         """Strictly load the weights into the model's encoder; WeightsError lists any key problem."""
-        targets = [m for m in model_encoders(model) if m.encoder_name == self.entry.encoder]
-        if len(targets) != 1:
-            raise WeightsError(f"model has {len(targets)} {self.entry.encoder} encoders; expected one")
-        _, report = load_into_encoder(targets[0], self.entry, cached=self.cached)
+        encoder = find_encoder(model)
+        if encoder.encoder_name != self.entry.encoder:
+            raise WeightsError(f"weights {self.entry.name} are for encoder {self.entry.encoder!r}, "
+                               f"the model has {encoder.encoder_name!r}")
+        _, report = load_into_encoder(encoder, self.entry, cached=self.cached)
         return report
 
     def record(self) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """Encoders with one contract: a list of feature maps by stride, `out_channels`, `output_stride`.
 
-`create_encoder(name, in_channels, weights=None, **options)`; `weights` is a catalogue
-name or tag ("imagenet", "resnet34.imagenet": the verified file from the weights cache,
-loaded strictly; see pixelwise.weights) or a local file (.pth/.pt/.safetensors) in
-torchvision's or timm's key layout. Nothing is downloaded.
+`create_encoder(name, in_channels, weights=None, **options)`; `weights` is a local file
+(.pth/.pt/.safetensors) in torchvision's or timm's key layout. Nothing is downloaded.
+Catalogue weights ("imagenet") are loaded by pixelwise.weights, which sits above this
+package: `pixelwise.weights.load_pretrained(model, "imagenet")`.
 Optional timm encoders ("timm-<name>") appear only when timm imports.
 """
 
@@ -65,7 +65,7 @@ def register_encoder(name: str, factory: Callable[..., Encoder]) -> None:
 
 
 def create_encoder(name: str, in_channels: int = 3, weights: str | None = None, **options: Any) -> Encoder:
-    """Build encoder `name`; load `weights` (a catalogue name/tag or a local file path) when given."""
+    """Build encoder `name`; load `weights` (a local file path) when given."""
     if name.startswith("timm-"):
         if timm is None:
             raise ConfigError(f"encoder {name!r} needs the optional package timm, which is not installed")
@@ -77,18 +77,11 @@ def create_encoder(name: str, in_channels: int = 3, weights: str | None = None, 
             raise ConfigError(f"encoder {name!r}: {exc}") from None
     else:
         raise ConfigError(f"unknown encoder {name!r}; available: {', '.join(list_encoders())}")
-    encoder.encoder_name = name  # lets a catalogue entry find the encoder it was made for
+    encoder.encoder_name = name  # lets pixelwise.weights find the encoder a catalogue entry is for
     if weights:
-        from pixelwise.weights.catalogue import is_catalogue_reference
+        from pixelwise.models.pretrained import load_encoder_weights
 
-        if is_catalogue_reference(weights):  # "imagenet" or "resnet34.imagenet": verified cache, strict
-            from pixelwise.weights import load_into_encoder, weights_for_encoder
-
-            load_into_encoder(encoder, weights_for_encoder(name, weights))
-        else:
-            from pixelwise.models.pretrained import load_encoder_weights
-
-            load_encoder_weights(encoder, weights)
+        load_encoder_weights(encoder, weights)
     return encoder
 
 
