@@ -466,3 +466,27 @@ def test_list_and_verify_commands(server, monkeypatch, capsys):
     assert "resnet18.imagenet: ok" in capsys.readouterr().out
     rows = json.loads((main(["weights", "list", "--json"]), capsys.readouterr().out)[1])
     assert rows[0]["cached"] and rows[0]["pinned_sha256"] == entry.digest
+
+
+@pytest.mark.slow  # importing transformers alone takes tens of seconds on 2 busy cores
+def test_mit_mapping_turns_hugging_face_classification_files_into_encoder_keys():
+    """nvidia/mit-* files are SegformerForImageClassification state dicts; transformers (an
+    optional oracle) builds one with random weights, and the catalogue's MiT rules must leave
+    exactly the encoder's keys: the project's MiT encoder when present, else transformers'
+    own encoder names."""
+    transformers = pytest.importorskip("transformers")
+    from pixelwise.weights.load import compare, map_keys
+
+    config = transformers.SegformerConfig()  # the B0 sizes
+    hf = transformers.SegformerForImageClassification(config).state_dict()
+    assert "classifier.weight" in hf and "segformer.encoder.patch_embeddings.0.proj.weight" in hf
+    entry = cat.get_weights("mit_b0.imagenet")
+    mapped = map_keys(hf, entry)
+    try:
+        from pixelwise.models.encoders.mit import MIT_VARIANTS, MiTEncoder
+    except ImportError:
+        target = {k[len("encoder."):]: v for k, v in transformers.SegformerModel(config).state_dict().items()}
+    else:
+        target = MiTEncoder(MIT_VARIANTS["b0"]).state_dict()
+    report = compare(mapped, target)
+    assert report.ok, report.describe()
