@@ -39,6 +39,7 @@ class Server:
         self.drops_left = 0                  # ...on this many responses
         self.ignore_range = False
         self.down_after_drops = False        # answer 503 once the drops are used up
+        self.redirects: dict[str, str] = {}  # path -> another path (Hugging Face redirects to its CDN)
         self.requests: list[dict[str, str | None]] = []
         server = self
 
@@ -48,6 +49,12 @@ class Server:
 
             def do_GET(self) -> None:
                 server.requests.append({"path": self.path, "range": self.headers.get("Range")})
+                if self.path in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.base + server.redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 data = server.files.get(self.path)
                 if server.down_after_drops and server.drops_left == 0:
                     self.send_error(503)
@@ -279,6 +286,19 @@ def test_retry_inside_one_fetch_resumes_until_complete(server, monkeypatch):
     server.drop_after, server.drops_left = 4096, 3  # three drops, each after 4096 more bytes
     assert fetch(entry, attempts=2, **FAST).path.read_bytes() == data
     assert [r["range"] for r in server.requests] == [None, "bytes=4096-", "bytes=8192-", "bytes=12288-"]
+
+
+def test_resume_follows_a_redirect_with_its_range(server, monkeypatch):
+    data = torch_bytes(tiny_resnet18_state())
+    entry = make_entry(server, data)
+    server.redirects["/resolve/weights.bin"] = f"/models/{entry.file_name}"
+    entry = replace(entry, urls=(f"{server.base}/resolve/weights.bin",))
+    use_catalogue(monkeypatch, entry)
+    server.drop_after, server.drops_left = 3000, 1
+    assert fetch(entry, **FAST).path.read_bytes() == data
+    assert [(r["path"], r["range"]) for r in server.requests] == [
+        ("/resolve/weights.bin", None), (f"/models/{entry.file_name}", None),
+        ("/resolve/weights.bin", "bytes=3000-"), (f"/models/{entry.file_name}", "bytes=3000-")]
 
 
 def test_mirror_is_tried_when_the_first_url_is_gone(server, monkeypatch):
