@@ -210,6 +210,18 @@ def test_fetch_verifies_pins_and_never_downloads_twice(server, monkeypatch, home
     assert torch.equal(model.encoder.conv1.weight, tiny_resnet18_state()["conv1.weight"])
 
 
+def test_a_cached_file_without_its_pin_is_verified_again_not_downloaded_again(server, monkeypatch):
+    data = torch_bytes(tiny_resnet18_state())
+    entry = make_entry(server, data)
+    use_catalogue(monkeypatch, entry)
+    found = fetch(entry, **FAST)
+    (found.path.parent / "pin.json").unlink()
+    assert cached(entry) is None
+    assert fetch(entry, **FAST).sha256 == found.sha256
+    # One request, for the bytes past the end: the server answers 416 and nothing is re-sent.
+    assert [r["range"] for r in server.requests] == [None, f"bytes={len(data)}-"]
+
+
 def test_prefix_digest_pins_the_full_sha256_on_first_fetch(server, monkeypatch):
     data = torch_bytes(tiny_resnet18_state())
     entry = make_entry(server, data, prefix_only=True, size_bytes=None)

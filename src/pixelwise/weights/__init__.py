@@ -77,6 +77,10 @@ def fetch(name_or_entry: str | WeightsEntry, *, accept_licence: bool = False, ur
     if found is not None:
         return found
     part = partial_path(entry)
+    if file_path(entry).is_file():
+        # A file without a valid pin (interrupted before the pin was written, or replaced by
+        # hand): treat it as a download in progress; it is verified like any other.
+        os.replace(file_path(entry), part)
     url = download(urls or source_urls(entry), part, attempts=attempts, timeout=timeout,
                    retry_wait=retry_wait, progress=progress)
     try:
