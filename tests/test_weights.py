@@ -445,7 +445,7 @@ def test_recipe_key_in_kwargs_is_pointed_to_its_place():
 
 
 def test_trained_checkpoint_records_the_weights_and_reloads_without_them(server, monkeypatch, tmp_path, home):
-    from pixelwise.checkpoint import build_model, load_checkpoint, load_safetensors
+    from pixelwise.checkpoint import CheckpointMeta, build_model, load_checkpoint, load_safetensors
     from pixelwise.training.trainer import Trainer
 
     state = tiny_resnet18_state()
@@ -464,6 +464,8 @@ def test_trained_checkpoint_records_the_weights_and_reloads_without_them(server,
     assert ckpt["pretrained"]["licence"] == "test licence"
     assert ckpt["preprocess"]["mean"] == list(entry.mean)
     assert "encoder_weights" not in ckpt["model"]["kwargs"]
+    meta = CheckpointMeta.from_dict(ckpt)
+    assert meta.pretrained["sha256"] == entry.digest and CheckpointMeta.from_dict(meta.to_dict()) == meta
     model = build_model(ckpt)
     assert torch.equal(model.state_dict()["encoder.conv1.weight"], ckpt["state_dict"]["encoder.conv1.weight"])
     assert load_safetensors(tmp_path / "run" / "model.safetensors")["pretrained"]["name"] == "resnet18.imagenet"
@@ -472,15 +474,17 @@ def test_trained_checkpoint_records_the_weights_and_reloads_without_them(server,
 def test_checkpoint_with_encoder_weights_in_kwargs_rebuilds_without_the_file(tmp_path):
     """A model built with encoder_weights (a path or a catalogue name) and saved must reload
     after that file is gone: the state dict replaces the starting weights."""
-    from pixelwise.models import create_model
     from pixelwise.checkpoint import build_model
+    from pixelwise.models import create_model
+    from pixelwise.tasks import Task
 
     weights = tmp_path / "r18.pth"
     torch.save(tiny_resnet18_state(), weights)
     kwargs = {"num_classes": 2, "encoder": "resnet18", "width": 8, "encoder_weights": str(weights)}
     model = create_model("unet_resnet", **kwargs)
     weights.unlink()
-    rebuilt = build_model({"model": {"name": "unet_resnet", "kwargs": kwargs}, "state_dict": model.state_dict()})
+    rebuilt = build_model({"model": {"name": "unet_resnet", "kwargs": kwargs}, "task": Task("multiclass", 2).to_dict(),
+                           "state_dict": model.state_dict()})
     assert torch.equal(rebuilt.state_dict()["encoder.conv1.weight"], model.state_dict()["encoder.conv1.weight"])
 
 
