@@ -526,3 +526,30 @@ def test_mit_mapping_turns_hugging_face_classification_files_into_encoder_keys()
         target = MiTEncoder(MIT_VARIANTS["b0"]).state_dict()
     report = compare(mapped, target)
     assert report.ok, report.describe()
+
+
+def test_mit_weights_load_strictly_into_segformer(server, monkeypatch):
+    """A file in nvidia/mit-b0's layout (SegformerForImageClassification: `segformer.encoder.*`
+    plus a classifier) through the real catalogue entry's rules into the segformer model."""
+    from pixelwise.models.encoders.mit import MIT_VARIANTS, MiTEncoder
+    from pixelwise.weights.recipe import encoder_of
+
+    torch.manual_seed(0)
+    source = MiTEncoder(MIT_VARIANTS["b0"]).state_dict()
+    state = {f"segformer.encoder.{k}": v for k, v in source.items()}
+    state["classifier.weight"], state["classifier.bias"] = torch.randn(1000, 256), torch.randn(1000)
+    data = torch_bytes(state)
+    served = make_entry(server, data, name="mit_b0.imagenet", encoder="mit_b0", commercial_use=False)
+    entry = replace(cat.get_weights("mit_b0.imagenet"), urls=served.urls, file_name=served.file_name,
+                    digest=served.digest, size_bytes=len(data), approx_bytes=None)
+    use_catalogue(monkeypatch, entry)
+    fetch(entry, accept_licence=True, **FAST)
+    assert encoder_of("segformer", {"variant": "b0"}) == "mit_b0"
+    model = create_model("segformer", num_classes=2, variant="b0", decoder_channels=32)
+    _, report = load_pretrained(model, "imagenet")
+    assert report.ok and report.loaded == len(source)
+    for key, value in source.items():
+        assert torch.equal(model.encoder.state_dict()[key], value), key
+    with pytest.raises(WeightsError, match="for encoder 'mit_b0', but the model uses 'mit_b1'"):
+        load_pretrained(create_model("segformer", num_classes=2, variant="b1", decoder_channels=32),
+                        "mit_b0.imagenet")

@@ -65,6 +65,7 @@ class SegFormer(SegmentationModel):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.encoder = MiTEncoder(MIT_VARIANTS[variant], in_channels, drop_path_rate)
+        self.encoder.encoder_name = f"mit_{variant}"  # the weights catalogue's name (mit_b0.imagenet is for it)
         self.decode_head = AllMLPDecoder(self.encoder.out_channels, decoder_channels, num_classes, dropout)
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:

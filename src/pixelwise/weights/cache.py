@@ -18,12 +18,12 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pixelwise import atomic
 from pixelwise.errors import WeightsError
 from pixelwise.weights.catalogue import WeightsEntry
 
@@ -102,20 +102,6 @@ def check_file(entry: WeightsEntry, sha256: str, size: int, where: Path | str) -
                            f"prefix {entry.digest} (corrupt or different file)")
 
 
-def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def read_pin(entry: WeightsEntry) -> dict[str, Any] | None:
     path = pin_path(entry)
     if not path.is_file():
@@ -141,23 +127,18 @@ def install(entry: WeightsEntry, source: Path, origin: str, *, move: bool, licen
     target.parent.mkdir(parents=True, exist_ok=True)
     if move:
         os.replace(source, target)
+        atomic.fsync_dir(target.parent)
     else:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic.atomic_path(target) as tmp:
             shutil.copyfile(source, tmp)
-            if sha256_file(Path(tmp)) != sha256:  # the copy itself must be the verified bytes
+            if sha256_file(tmp) != sha256:  # the copy itself must be the verified bytes
                 raise WeightsError(f"{source}: changed while being copied into the cache; try again")
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    _write_json_atomically(pin_path(entry), {
+    atomic.write_json(pin_path(entry), {
         "format": PIN_FORMAT, "name": entry.name, "file": entry.file_name, "sha256": sha256, "size": size,
         "catalogue_digest": entry.digest, "source": origin, "licence": entry.licence,
         "licence_accepted": licence_accepted or entry.commercial_use,
         "pinned_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    })
+    }, indent=2)
     return CachedWeights(entry, target, sha256, size, origin)
 
 
