@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -35,7 +36,9 @@ def cpu_description() -> dict:
     except OSError:
         pass
     wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16"]
-    return {"cpu": model, "flags": [f for f in wanted if f in flags], "cores": torch.get_num_threads()}
+    # The load average says whether other work shared the cores while this ran.
+    return {"cpu": model, "flags": [f for f in wanted if f in flags], "cores": os.cpu_count(),
+            "load_avg_1m": round(os.getloadavg()[0], 1)}
 
 
 def write_scene(path: Path, height: int, width: int, tile: int = 512) -> None:
