@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("inference", ["pixelwise.inference", "pixelwise.export"]),
     ("training", ["pixelwise.training"]),
     ("presentation", ["pixelwise.report", "pixelwise.serve"]),
-    ("workflows", ["pixelwise.workflows", "pixelwise.bench", "pixelwise.integrations"]),
+    ("workflows", ["pixelwise.workflows", "pixelwise.bench", "pixelwise.integrations", "pixelwise.audit"]),
     ("interface", ["pixelwise.commands", "pixelwise.cli", "pixelwise.__main__"]),
 ]
 

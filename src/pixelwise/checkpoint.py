@@ -12,6 +12,7 @@ imports only the atomic writer, errors, tasks and models (see docs/architecture.
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -172,6 +173,7 @@ class CheckpointMeta:
     epoch: int | None = None                              # epochs done when saved (training checkpoints)
     data_root: str | None = None                          # the data it was trained on (config.data.root)
     pretrained: Mapping[str, Any] | None = None           # starting encoder weights: name, sha256, licence...
+    temperature: tuple[float, ...] | None = None          # fitted by `pixelwise calibrate` (optional entry)
     format: str = FORMAT
 
     @classmethod
@@ -242,12 +244,14 @@ class CheckpointMeta:
         data = config.get("data") if isinstance(config, Mapping) else None
         data_root = data.get("root") if isinstance(data, Mapping) else None
         epoch = checkpoint.get("epoch")
+        temperature = _temperature(checkpoint.get("calibration"), task, bad)
         return cls(model_name=model["name"], model_kwargs=dict(kwargs), task=task,
                    class_names=tuple(str(n) for n in names), class_colors=palette, ignore_index=ignore_index,
                    mean=mean, std=std, in_channels=in_channels, crop_size=crop,
                    epoch=None if epoch is None else int(epoch),
                    data_root=None if data_root is None else str(data_root),
-                   pretrained=None if pretrained is None else dict(pretrained), format=fmt)
+                   pretrained=None if pretrained is None else dict(pretrained), temperature=temperature,
+                   format=fmt)
 
     def to_dict(self) -> dict[str, Any]:
         """The description entries of a checkpoint dict; `from_dict(meta.to_dict()) == meta`."""
@@ -267,7 +271,26 @@ class CheckpointMeta:
             d["config"] = {"data": {"root": self.data_root}}
         if self.pretrained is not None:
             d["pretrained"] = dict(self.pretrained)
+        if self.temperature is not None:
+            d["calibration"] = {"temperature": list(self.temperature)}
         return d
+
+
+def _temperature(entry: Any, task: Task, bad: Any) -> tuple[float, ...] | None:
+    """The optional `calibration: {temperature: [T] or [T_1..T_K], ...}` entry, checked."""
+    if not entry:
+        return None
+    values = entry.get("temperature") if isinstance(entry, Mapping) else None
+    try:
+        temperature = tuple(float(v) for v in values)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise bad("calibration.temperature", "must be a list of numbers") from None
+    if not temperature or not all(math.isfinite(t) and t > 0 for t in temperature):
+        raise bad("calibration.temperature", f"must hold positive finite numbers, got {list(temperature)}")
+    if len(temperature) not in (1, task.out_channels):
+        raise bad("calibration.temperature", f"has {len(temperature)} values; expected 1 or {task.out_channels} "
+                                             "(one per output channel)")
+    return temperature
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -322,6 +345,8 @@ def save_safetensors(path: str | Path, checkpoint: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {key: checkpoint.get(key) for key in ("model", "task", "classes", "preprocess", "pretrained")}
+    if checkpoint.get("calibration"):  # optional: the temperature fitted by `pixelwise calibrate`
+        meta["calibration"] = checkpoint["calibration"]
     meta["format"] = FORMAT
     # safetensors refuses tensors that share storage; clone gives each its own.
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in checkpoint["state_dict"].items()}

@@ -11,6 +11,7 @@ COMMAND_MODULES = [
     "train",
     "evaluate",
     "evaluate_masks",
+    "calibrate",
     "predict",
     "export",
     "data",

@@ -28,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     conv.add_argument("--tolerance", type=float, default=0.0,
                       help="polygon simplification in pixels (0: exact, vertices on pixel corners)")
     conv.set_defaults(func=run_convert)
+    from pixelwise.commands.audit import register_data_action  # `data audit` lives in its own module
+
+    register_data_action(sub)
 
 
 def run_check(args: argparse.Namespace) -> int:

@@ -26,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--save-predictions", type=int, default=0, metavar="N",
                         help="also write predictions/ and overlays/ for the first N images")
     parser.add_argument("--tta", help="test-time augmentation, e.g. 'hflip' or 'hflip,scale:0.75,1.0,1.25'")
+    parser.add_argument("--uncalibrated", action="store_true",
+                        help="ignore a temperature stored by `pixelwise calibrate` (to compare ECE)")
     parser.set_defaults(func=run)
 
 
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
                                  batch_size=args.batch_size, device=args.device, precision=args.precision,
                                  channels_last=args.channels_last, limit=args.limit,
                                  num_workers=args.num_workers, save_predictions=args.save_predictions,
-                                 verbose=not args.json, tta=args.tta)
+                                 verbose=not args.json, tta=args.tta, calibrated=not args.uncalibrated)
     if args.json:
         print(json.dumps(jsonable(result), indent=2))
     from pixelwise.training.distributed import cleanup

@@ -37,6 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(or --out) and list failures; no prediction")
     p.add_argument("--probs", choices=["npy", "png8", "png16"], default=None,
                    help="also write probabilities: .npy float16 (K,H,W), or one 8/16-bit PNG per class")
+    p.add_argument("--uncertainty", choices=["entropy", "margin", "tta-variance"], default=None,
+                   help="also write a per-pixel uncertainty map (OUT/uncertainty/), a heat overlay and a per-image "
+                        "score column in the CSV; tta-variance needs --tta with two or more views")
+    p.add_argument("--uncertainty-format", choices=["png16", "npy"], default="png16",
+                   help="uncertainty maps as 16-bit PNG (0..65535 = 0..1, default) or float32 .npy")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlays")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours (default 0.5)")
     p.add_argument("--tta", default=None, help="test-time augmentation, e.g. 'hflip,vflip,scale:0.75,1.0,1.25'")
@@ -150,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         from pixelwise.integrations.ray import predict_with_ray
 
+        if args.uncertainty:
+            raise ConfigError("--uncertainty runs with the local engine only (not --engine ray)")
         report = predict_with_ray(model_path, paths, out, names=names, workers=args.ray_workers,
                                   resume=args.resume, probs=args.probs, overlays=not args.no_overlay,
                                   alpha=args.alpha, device=args.device, precision=args.precision,
@@ -159,13 +166,15 @@ def run(args: argparse.Namespace) -> int:
         predictor = Predictor.load(model_path, device=args.device, precision=args.precision,
                                     channels_last=args.channels_last, **options)
         windowed = [_windowed(path, args.windowed) for path in paths]
-        if any(windowed) and args.probs:
+        if any(windowed) and (args.probs or args.uncertainty):
             raise ConfigError(f"{paths[windowed.index(True)]}: --probs is not available for windowed (large TIFF) "
-                              "prediction; only the label map and an overview are written")
+                              "prediction; only the label map and an overview are written (no --probs, "
+                              "no --uncertainty)")
         report = predict_to_folder(predictor, [p for p, w in zip(paths, windowed) if not w], out,
                                    names=[n for n, w in zip(names, windowed) if not w], probs=args.probs,
                                    overlays=not args.no_overlay, alpha=args.alpha, progress=not args.no_progress,
-                                   resume=args.resume, csv_name=csv_path.name)
+                                   resume=args.resume, csv_name=csv_path.name, uncertainty=args.uncertainty,
+                                   uncertainty_format=args.uncertainty_format)
         _predict_rasters(predictor, [p for p, w in zip(paths, windowed) if w],
                          [n for n, w in zip(names, windowed) if w], args, report)
         class_names = predictor.class_names

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from pixelwise import atomic
 from pixelwise.checkpoint import CheckpointMeta, load_model
+from pixelwise.inference.calibration import with_calibration
 from pixelwise.errors import CheckpointError, PixelwiseError
 from pixelwise.tasks import Task
 
@@ -94,6 +95,7 @@ def checkpoint_metadata(meta: CheckpointMeta, with_preprocessing: bool, with_dec
         "model": {"name": meta.model_name, "kwargs": dict(meta.model_kwargs)},
         "with_preprocessing": bool(with_preprocessing),
         "with_decoding": bool(with_decoding),
+        "temperature": None if meta.temperature is None else list(meta.temperature),  # already in the graph
     }
 
 
@@ -178,7 +180,8 @@ def export_onnx(checkpoint: str | Path | dict[str, Any], out: str | Path, *, wit
     """
     model, ckpt_meta = load_model(checkpoint)
     meta = checkpoint_metadata(ckpt_meta, with_preprocessing, with_decoding)
-    model = model.float().eval()
+    # A fitted temperature goes into the graph (logits / T), so every runtime applies it.
+    model = with_calibration(model, ckpt_meta.temperature).float().eval()
     wrapper = ExportWrapper(model, Task.from_dict(meta["task"]), meta["mean"], meta["std"],
                             with_preprocessing, with_decoding).eval()
     out = Path(out)

@@ -5,7 +5,11 @@ Layout of OUT:
     overlays/NAME.png        image blended with the class colours, legend of the classes present
     probs/NAME.npy           float16 (K, H, W)              with probs="npy"
     probs/NAME/IDX_CLASS.png one 8- or 16-bit PNG per class  with probs="png8" / "png16"
+    uncertainty/NAME.png     16-bit gray map, 0..65535 = uncertainty 0..1   with uncertainty=METHOD
+    uncertainty/NAME.npy     float32 (H, W) in [0, 1]                      (uncertainty_format="npy")
+    uncertainty_overlays/NAME.png  the image in gray with the map as heat on top
     class_shares.csv         image, width, height, one column per class: share of pixels
+                             (+ uncertainty_METHOD: the image's mean uncertainty)
 
     .done/NAME.json          written last for each finished input: its CSV row (see sharding.py)
 
@@ -59,13 +63,15 @@ def output_names(paths: Sequence[Path]) -> list[str]:
 def predict_to_folder(predictor: Predictor, paths: Sequence[Path], out: str | Path, *,
                       probs: ProbFormat | None = None, overlays: bool = True, alpha: float = 0.5,
                       progress: bool = True, names: Sequence[str] | None = None, resume: bool = False,
-                      csv_name: str = "class_shares.csv") -> PredictReport:
+                      csv_name: str = "class_shares.csv", uncertainty: str | None = None,
+                      uncertainty_format: str = "png16") -> PredictReport:
     """Predict every file in `paths` and write the outputs described in the module docstring.
 
     names: output stems (default: `output_names(paths)`); a sharded run passes the names given
     on the whole input list. Every finished input gets a done marker (OUT/.done/NAME.json);
     with `resume`, inputs already marked are skipped. The CSV is rebuilt from the markers of
     `paths`, so it lists each input exactly once however often the run was interrupted.
+    uncertainty: None, "entropy", "margin" or "tta-variance" (pixelwise.inference.uncertainty).
     """
     from pixelwise.inference.sharding import is_done, mark_done, read_done, write_rows_csv
 
@@ -74,8 +80,15 @@ def predict_to_folder(predictor: Predictor, paths: Sequence[Path], out: str | Pa
     if probs and predictor.decodes:
         raise PixelwiseError(f"{predictor.source}: the ONNX graph outputs labels only; "
                              "export it without --with-decoding to write probabilities")
+    if uncertainty:  # refuse up front, before any file is written
+        from pixelwise.inference.uncertainty import check_uncertainty
+
+        check_uncertainty(predictor, uncertainty)
+    if uncertainty_format not in ("png16", "npy"):
+        raise PixelwiseError(f"unknown uncertainty format {uncertainty_format!r}; accepted: png16, npy")
     out = Path(out)
-    for sub in ("labels", "overlays" if overlays else None, "probs" if probs else None):
+    for sub in ("labels", "overlays" if overlays else None, "probs" if probs else None,
+                "uncertainty" if uncertainty else None, "uncertainty_overlays" if uncertainty and overlays else None):
         if sub:
             (out / sub).mkdir(parents=True, exist_ok=True)
     report = PredictReport(csv_path=out / csv_name)
@@ -95,12 +108,23 @@ def predict_to_folder(predictor: Predictor, paths: Sequence[Path], out: str | Pa
         group = pending.pop(key, [])
         if not group:
             return
-        preds = predictor.predict([img for _, _, img in group], return_probabilities=probs is not None)
-        for (path, name, image), pred in zip(group, preds):
+        if uncertainty:
+            from pixelwise.inference.uncertainty import predict_with_uncertainty
+
+            pairs = predict_with_uncertainty(predictor, [img for _, _, img in group], uncertainty)
+            preds, umaps = [p for p, _ in pairs], [u for _, u in pairs]
+        else:
+            preds = predictor.predict([img for _, _, img in group], return_probabilities=probs is not None)
+            umaps = [None] * len(preds)
+        for (path, name, image), pred, umap in zip(group, preds, umaps):
             write_prediction(predictor, out, name, image, pred, probs, overlays, alpha)
             shares = predictor.class_shares(pred.labels)
-            mark_done(out, name, {"image": path.as_posix(), "width": int(image.shape[1]),
-                                  "height": int(image.shape[0]), "shares": [float(v) for v in shares]})
+            record = {"image": path.as_posix(), "width": int(image.shape[1]),
+                      "height": int(image.shape[0]), "shares": [float(v) for v in shares]}
+            if umap is not None:
+                score = _write_uncertainty(out, name, image, umap, uncertainty_format, overlays)
+                record["uncertainty"] = {"method": uncertainty, "mean": score}
+            mark_done(out, name, record)
             report.written.append(path)
         bar.update(len(group))
 
@@ -157,3 +181,16 @@ def write_prediction(predictor: Predictor, out: Path, name: str, image: np.ndarr
             else:
                 data = np.rint(p[c] * 65535).astype(np.uint16)
             atomic.save_image(folder / f"{c}_{_safe(channel_names[c])}.png", data)
+
+
+def _write_uncertainty(out: Path, name: str, image: np.ndarray, umap, fmt: str, overlays: bool) -> float:
+    """uncertainty/NAME.(png|npy) and uncertainty_overlays/NAME.png; returns the image's mean uncertainty."""
+    from pixelwise.inference.uncertainty import heat_overlay, image_score, to_png16
+
+    if fmt == "npy":
+        atomic.save_npy(out / "uncertainty" / f"{name}.npy", umap.float().numpy())
+    else:
+        atomic.save_image(out / "uncertainty" / f"{name}.png", to_png16(umap))
+    if overlays:
+        atomic.save_image(out / "uncertainty_overlays" / f"{name}.png", heat_overlay(image, umap.numpy()))
+    return image_score(umap)

@@ -154,7 +154,10 @@ class Predictor:
         """Load a pixelwise checkpoint (.pt) and rebuild its model, task, classes and preprocessing."""
         from pixelwise.checkpoint import load_model
 
+        from pixelwise.inference.calibration import with_calibration
+
         model, meta = load_model(path)
+        model = with_calibration(model, meta.temperature)  # logits / T when `pixelwise calibrate` ran
         predictor = cls.from_model(
             model, meta.task, mean=meta.mean, std=meta.std, in_channels=meta.in_channels,
             class_names=meta.class_names, colors=meta.class_colors,

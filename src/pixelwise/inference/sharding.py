@@ -112,10 +112,19 @@ def read_done(out: Path, names: Iterable[str]) -> list[dict]:
 
 
 def write_rows_csv(target: Path, class_names: Sequence[str], rows: Iterable[dict]) -> None:
-    """The class-share CSV, sorted by image path, written atomically."""
-    atomic.write_csv(target, [["image", "width", "height", *class_names]] + [
-        [row["image"], row["width"], row["height"], *(f"{s:.6f}" for s in row["shares"])]
-        for row in sorted(rows, key=lambda r: r["image"])])
+    """The class-share CSV, sorted by image path, written atomically; with an
+    `uncertainty_METHOD` column when the rows carry a per-image uncertainty (predict --uncertainty)."""
+    rows = sorted(rows, key=lambda r: r["image"])
+    methods = list(dict.fromkeys(r["uncertainty"]["method"] for r in rows if r.get("uncertainty")))
+    extra = [f"uncertainty_{m}" for m in methods]
+
+    def scores(row: dict) -> list[str]:
+        own = row.get("uncertainty") or {}
+        return [f"{own['mean']:.6f}" if own.get("method") == m else "" for m in methods]
+
+    atomic.write_csv(target, [["image", "width", "height", *class_names, *extra]] + [
+        [row["image"], row["width"], row["height"], *(f"{s:.6f}" for s in row["shares"]), *scores(row)]
+        for row in rows])
 
 
 def write_failures_csv(target: Path, failures: Iterable[tuple[Path, str]]) -> None:

@@ -61,6 +61,9 @@ def _draw_plots(data: RunData, plots_dir: Path, notes: list[str]) -> dict[str, P
         miou = metrics.get("miou")
         attempt("per_image", "per-image histogram", lambda: plots.per_image_histogram(
             values, math.nan if miou is None else float(miou), metrics.get("miou_ci"), plots_dir / "per_image_miou.png"))
+        from pixelwise.report import trust
+
+        trust.draw(metrics, plots_dir, attempt)  # reliability diagram, error-versus-uncertainty curve
     return drawn
 
 

@@ -56,6 +56,8 @@ $per_class
 $confusion
 <h2 id="miou">Dataset-level and per-image mIoU</h2>
 $miou
+<h2 id="calibration">Calibration and uncertainty</h2>
+$trust
 <h2 id="gallery">Best and worst validation images</h2>
 $gallery
 </body>
@@ -284,4 +286,11 @@ def render(data: RunData, plots: dict[str, Path], gallery: list[GalleryEntry], n
         confusion=confusion,
         miou=_miou(data, plots.get("per_image")),
         gallery=_gallery(gallery),
+        trust=_trust(data, plots),
     )
+
+
+def _trust(data: RunData, plots: dict[str, Path]) -> str:
+    from pixelwise.report import trust
+
+    return trust.section(data.eval_metrics, plots, embed_png)

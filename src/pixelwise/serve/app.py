@@ -1,6 +1,8 @@
 """The HTTP service: a FastAPI app around one `Predictor`.
 
     POST /predict?format=png|json|overlay   multipart field `file`: an image
+         &uncertainty=entropy|margin        png: the 16-bit uncertainty map instead of labels,
+                                            overlay: its heat overlay, json: adds the mean
     GET  /health, GET /model, GET / (a page to drop an image), /docs, /openapi.json
 
 Hardening: a body-size cap enforced while bytes arrive (413), header-only size checks
@@ -153,14 +155,19 @@ def create_app(predictor: Any, settings: ServeSettings | None = None, *, name: s
         return list(results)
 
     inference = InferenceQueue(run_batch, max_queue=settings.max_queue, max_batch=settings.max_batch)
+    # Requests that ask for uncertainty need probabilities: their own queue, same limits.
+    uncertain = InferenceQueue(_uncertainty_batches(predictor), max_queue=settings.max_queue,
+                               max_batch=settings.max_batch)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         inference.start()
+        uncertain.start()
         try:
             yield
         finally:
             await run_in_threadpool(inference.stop)
+            await run_in_threadpool(uncertain.stop)
 
     app = FastAPI(title="pixelwise segmentation service", version="1", lifespan=lifespan,
                   description=f"Semantic segmentation with `{name}` ({predictor.task.kind}, "
@@ -200,6 +207,9 @@ def create_app(predictor: Any, settings: ServeSettings | None = None, *, name: s
         file: UploadFile = File(..., description="an image file (PNG, JPEG, TIFF, ...)"),
         format: Literal["png", "json", "overlay"] = Query("png", description="what to return"),
         legend: bool = Query(False, description="overlay only: append a legend of the classes present"),
+        uncertainty: Literal["entropy", "margin", "tta-variance"] | None = Query(
+            None, description="png: return the per-pixel uncertainty (16-bit, 0..65535 = 0..1); overlay: as heat "
+                              "over the image; json: add the image's mean; header X-Uncertainty: the mean"),
     ) -> Response:
         """Segment one uploaded image."""
         data = await file.read()
@@ -207,8 +217,12 @@ def create_app(predictor: Any, settings: ServeSettings | None = None, *, name: s
             image = await run_in_threadpool(decode_image, data, settings.max_pixels)
         except UploadError as exc:
             return JSONResponse({"detail": exc.message}, status_code=exc.status)
+        umap = None
         try:
-            prediction = await inference.submit(image, timeout=settings.request_timeout_s)
+            if uncertainty is None:
+                prediction = await inference.submit(image, timeout=settings.request_timeout_s)
+            else:
+                prediction, umap = await uncertain.submit((image, uncertainty), timeout=settings.request_timeout_s)
         except Overloaded as exc:
             return JSONResponse({"detail": f"service overloaded ({exc}); retry later"}, status_code=503,
                                 headers={"Retry-After": "1"})
@@ -224,11 +238,18 @@ def create_app(predictor: Any, settings: ServeSettings | None = None, *, name: s
         share_header = ",".join(f"{s:.6f}" for s in shares)
         if format == "json":
             counts = np.rint(shares * labels.shape[-1] * labels.shape[-2])
-            return JSONResponse({
+            answer = {
                 "width": int(labels.shape[-1]), "height": int(labels.shape[-2]), "task": predictor.task.kind,
                 "classes": [{"id": i, "name": n, "color": list(c), "share": float(s), "pixels": int(k)}
                             for i, (n, c, s, k) in enumerate(zip(predictor.class_names, predictor.colors, shares, counts))],
-            })
+            }
+            if umap is not None:
+                answer["uncertainty"] = {"method": uncertainty, "mean": float(umap.mean())}
+            return JSONResponse(answer)
+        if umap is not None:
+            body = await run_in_threadpool(_render_uncertainty, image, umap, format)
+            return Response(body, media_type="image/png",
+                            headers={"X-Class-Shares": share_header, "X-Uncertainty": f"{float(umap.mean()):.6f}"})
         body = await run_in_threadpool(_render, image, labels, format, legend, predictor, settings.overlay_alpha, shares)
         return Response(body, media_type="image/png", headers={"X-Class-Shares": share_header})
 
@@ -251,3 +272,28 @@ def _render(image: np.ndarray, labels: np.ndarray, format: str, legend: bool, pr
         rgb = visualize.add_legend(rgb, predictor.class_names, predictor.colors,
                                    present=[i for i, s in enumerate(shares) if s > 0])
     return _png(rgb)
+
+
+def _uncertainty_batches(predictor: Any) -> Any:
+    """Queue function: [(image, method), ...] -> [(Prediction, uncertainty map), ...], one
+    forward per method present in the batch."""
+
+    def run(items: list[tuple[np.ndarray, str]]) -> list[Any]:
+        from pixelwise.inference.uncertainty import predict_with_uncertainty
+
+        results: list[Any] = [None] * len(items)
+        for method in dict.fromkeys(m for _, m in items):
+            chosen = [i for i, (_, m) in enumerate(items) if m == method]
+            for i, pair in zip(chosen, predict_with_uncertainty(predictor, [items[i][0] for i in chosen], method)):
+                results[i] = pair
+        return results
+
+    return run
+
+
+def _render_uncertainty(image: np.ndarray, umap: Any, format: str) -> bytes:
+    from pixelwise.inference.uncertainty import heat_overlay, to_png16
+
+    if format == "png":
+        return _png(to_png16(umap))
+    return _png(heat_overlay(image, umap.numpy()))

@@ -127,7 +127,8 @@ def evaluate_checkpoint(source: str | Path, *, data: str | None = None, split: s
                         out_dir: str | Path | None = None, batch_size: int = 1, device: str = "auto",
                         precision: str = "auto", channels_last: str = "auto", limit: int | None = None,
                         num_workers: int = 0, save_predictions: int = 0, n_resamples: int = 1000,
-                        verbose: bool = True, tta: str | None = None, amp: str | None = None) -> dict[str, Any]:
+                        verbose: bool = True, tta: str | None = None, amp: str | None = None,
+                        calibrated: bool = True) -> dict[str, Any]:
     """Score a checkpoint (or a run folder's best checkpoint) on `split` of `data` (default:
     the data it was trained on). Returns the result dict; writes the eval files on rank 0.
 
@@ -135,6 +136,7 @@ def evaluate_checkpoint(source: str | Path, *, data: str | None = None, split: s
     `tta` (e.g. "hflip,scale:0.75,1.0,1.25") averages probabilities over those views.
     `device`, `precision`, `channels_last` take the words of `pixelwise.runtime`; `amp` is
     precision's old name (read with a note).
+    `calibrated=False` ignores a temperature stored by `pixelwise calibrate` (to compare).
     """
     from pixelwise.data import build_transforms, open_dataset
     from pixelwise.training.builders import limited, resolve_data_root, shard_for_eval
@@ -168,6 +170,10 @@ def evaluate_checkpoint(source: str | Path, *, data: str | None = None, split: s
     shard, indices = shard_for_eval(dataset, info)
     # Whole images of different sizes cannot share a batch; batch_size > 1 needs equal sizes.
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    if calibrated:
+        from pixelwise.inference.calibration import with_calibration
+
+        model = with_calibration(model, meta.temperature)
     model = runtime.prepare(model)
     if tta:
         from pixelwise.inference.tta import TTAModel, parse_tta
@@ -190,7 +196,10 @@ def evaluate_checkpoint(source: str | Path, *, data: str | None = None, split: s
             if i < save_predictions:
                 save_prediction_images(run_dir, base, i, p.numpy(), task, colors)
 
-    scored = evaluate(model, loader, task, device=dev, runtime=runtime, on_batch=on_batch)
+    calibration, uncertainty, on_logits = trust_accumulators(task)
+    scored = evaluate(model, loader, task, device=dev, runtime=runtime, on_batch=on_batch, on_logits=on_logits)
+    calibration.all_reduce()
+    uncertainty.all_reduce()
     if info.enabled:
         gathered: list[Any] = [None] * info.world_size
         torch.distributed.all_gather_object(gathered, per_image)
@@ -200,6 +209,8 @@ def evaluate_checkpoint(source: str | Path, *, data: str | None = None, split: s
     result = score_matrices(total, [(name, m) for _, name, m in per_image], class_names, n_resamples)
     result.update({"checkpoint": str(ckpt_path), "data": data, "split": split,
                    "epoch": meta.epoch, "task": task.kind, "tta": tta or None})
+    result.update(calibration_result(calibration, class_names, meta.temperature if calibrated else None))
+    result["uncertainty"] = {"method": "entropy", **uncertainty.summary()}
     if info.is_main:
         write_eval_files(out, result, class_names)
         if verbose:
@@ -207,6 +218,37 @@ def evaluate_checkpoint(source: str | Path, *, data: str | None = None, split: s
             print(f"evaluation files: {out}", file=sys.stderr)
     D.barrier()
     return result
+
+
+def trust_accumulators(task: Any) -> tuple[Any, Any, Any]:
+    """(calibration bins, error-by-entropy bins, on_logits hook for `evaluate`) for one task."""
+    from pixelwise.inference.uncertainty import bernoulli_entropy, softmax_entropy
+    from pixelwise.metrics.calibration import CalibrationAccumulator, ErrorByUncertainty, pixel_slabs
+
+    calibration, by_uncertainty = CalibrationAccumulator(task), ErrorByUncertainty()
+
+    def on_logits(logits: torch.Tensor, target: torch.Tensor) -> None:
+        calibration.update(logits, target)
+        for part, labels in pixel_slabs(logits, target):  # bounded memory on huge images
+            probs = task.probabilities(part)
+            if task.kind == "multiclass":
+                umap = softmax_entropy(probs, dim=1)  # (1, h, W)
+            else:  # binary (1, h, W) or multilabel per element (1, C, h, W)
+                umap = bernoulli_entropy(probs[:, 0] if task.kind == "binary" else probs)
+            pred = task.decode(part)
+            keep = labels != task.ignore_index
+            by_uncertainty.update(umap[keep], pred.to(labels.dtype)[keep] != labels[keep])
+
+    return calibration, by_uncertainty, on_logits
+
+
+def calibration_result(calibration: Any, class_names: list[str], temperature: Any) -> dict[str, Any]:
+    """ece, mce, classwise_ece at the top level and the reliability bins under "calibration"."""
+    summary = calibration.summary(class_names)
+    # None: the probabilities as the model gives them (never calibrated, or --uncalibrated).
+    summary["temperature"] = None if temperature is None else list(temperature)
+    return {"ece": summary["ece"], "mce": summary["mce"], "classwise_ece": summary["classwise_ece"],
+            "calibration": summary}
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -219,4 +261,13 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append(f"mIoU {result['miou']:.4f} (95% CI {low:.4f}-{high:.4f})  pixel acc {result['pixel_accuracy']:.4f}  "
                  f"mean acc {result['mean_accuracy']:.4f}  mean Dice {result['mean_dice']:.4f}  "
                  f"images {result['num_images']}")
+    if "ece" in result:
+        temperature = (result.get("calibration") or {}).get("temperature")
+        applied = f"temperature {', '.join(f'{t:.3f}' for t in temperature)}" if temperature else "uncalibrated"
+        lines.append(f"calibration ({applied}): ECE {_fmt(result['ece'])}  MCE {_fmt(result['mce'])}  "
+                     f"classwise ECE {_fmt(result['classwise_ece'])}  (15 bins)")
     return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.4f}"

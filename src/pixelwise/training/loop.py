@@ -170,10 +170,12 @@ def evaluate(
     runtime: Runtime = Runtime(),
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
     on_batch: Callable[[Tensor, Tensor], None] | None = None,
+    on_logits: Callable[[Tensor, Tensor], None] | None = None,
 ) -> dict[str, Any]:
     """Score `model` on `loader`: {"confusion": accumulator (all-reduced), "loss": mean or None}.
 
-    `on_batch(pred, target)` sees each batch's decoded labels (per-image scores, saving).
+    `on_batch(pred, target)` sees each batch's decoded labels (per-image scores, saving);
+    `on_logits(logits, target)` sees the float32 logits on the device (calibration).
     Loader shards must not overlap across processes, so the reduced matrix counts each
     pixel exactly once.
     """
@@ -189,6 +191,8 @@ def evaluate(
         if loss_fn is not None:
             loss_sum += torch.tensor([loss_fn(logits, target).item() * inputs.shape[0], inputs.shape[0]],
                                      dtype=torch.float64)
+        if on_logits is not None:
+            on_logits(logits, target)
         pred = task.decode(logits).cpu()
         # Multilabel targets arrive as float {0, 1, ignore}; the confusion counts want integers.
         labels = target.cpu().long() if target.is_floating_point() else target.cpu()
