@@ -90,7 +90,7 @@ def overconfident_run(tmp_path_factory):
 
     run = tmp_path_factory.mktemp("calib_run")
     # ~0.87 pixel accuracy on validation: good enough that a finite temperature fits.
-    config = tiny(train={"epochs": 8, "amp": "off", "channels_last": False, "seed": 3},
+    config = tiny(train={"epochs": 8, "seed": 3},
                   data={"root": "synthetic:shapes?n=32&n_val=6&n_test=4&size=32"}, optim={"lr": 0.02})
     train(config, run, verbose=False, evaluate_test=False)
     for name in ("best.pt", "last.pt"):
@@ -109,7 +109,7 @@ def test_calibrate_lowers_ece_keeps_labels_and_matches_oracle(overconfident_run,
     from pixelwise.training.evaluation import evaluate_checkpoint
 
     run = overconfident_run
-    before = evaluate_checkpoint(run, split="val", out_dir=tmp_path / "before", device="cpu", amp="off",
+    before = evaluate_checkpoint(run, split="val", out_dir=tmp_path / "before", device="cpu", precision="fp32",
                                  n_resamples=10, verbose=False)
     proc = subprocess.run([*PIXELWISE, "calibrate", str(run), "--device", "cpu", "--json"],
                           capture_output=True, text=True, timeout=600)
@@ -122,7 +122,7 @@ def test_calibrate_lowers_ece_keeps_labels_and_matches_oracle(overconfident_run,
     assert t > 1.5  # a model scaled by 5 has to be cooled down
     assert entry["nll_after"] < entry["nll_before"]
 
-    after = evaluate_checkpoint(run, split="val", out_dir=tmp_path / "after", device="cpu", amp="off",
+    after = evaluate_checkpoint(run, split="val", out_dir=tmp_path / "after", device="cpu", precision="fp32",
                                 n_resamples=10, verbose=False)
     assert after["calibration"]["temperature"] == [t] and before["calibration"]["temperature"] is None
     assert after["ece"] < before["ece"]

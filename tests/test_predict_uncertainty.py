@@ -139,8 +139,7 @@ def test_service_returns_uncertainty_on_request(model_dir):
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from bench_serve import serving
+    from pixelwise.bench.bench_serve import serving
 
     from pixelwise.serve import create_app
 

@@ -166,7 +166,7 @@ def audit_data(data: str, out: str | Path, *, split: str = "train", settings: Au
     """K-fold out-of-sample audit of `split` of `data` (rules in the module docstring)."""
     from pixelwise.data import build_transforms, open_dataset
     from pixelwise.data.normalization import measure_mean_std
-    from pixelwise.training import distributed as D
+    from pixelwise.runtime import resolve_device
 
     settings = settings or AuditSettings()
     log = _logger(verbose)
@@ -181,7 +181,7 @@ def audit_data(data: str, out: str | Path, *, split: str = "train", settings: Au
     if n < settings.folds:
         raise DataError(data, f"split {split!r} has {n} images, fewer than --folds {settings.folds}")
     mean, std = measure_mean_std(raw)
-    device = D.resolve_device(settings.device)
+    device = resolve_device(settings.device)
     order = np.random.default_rng(settings.seed).permutation(n)
     fold_of = {int(i): int(pos % settings.folds) for pos, i in enumerate(order)}
     train_set = open_dataset(data, split, task=task)
@@ -202,7 +202,7 @@ def audit_run(run: str | Path, out: str | Path, *, data: str | None = None, spli
     """Audit a held-out split (`val` or `test`) with an existing run's model."""
     from pixelwise.checkpoint import load_checkpoint, load_model, resolve_checkpoint
     from pixelwise.data import build_transforms, open_dataset
-    from pixelwise.training import distributed as D
+    from pixelwise.runtime import resolve_device
     from pixelwise.training.builders import resolve_data_root
 
     settings = settings or AuditSettings()
@@ -228,7 +228,7 @@ def audit_run(run: str | Path, out: str | Path, *, data: str | None = None, spli
                            transform=build_transforms(False, None, meta.mean, meta.std, task.ignore_index))
     if len(dataset) == 0:
         raise DataError(data, f"split {split!r} holds no images")
-    device = D.resolve_device(settings.device)
+    device = resolve_device(settings.device)
     model = model.to(device)
     log(f"auditing the held-out split {split!r} with {ckpt_path} (a model that never saw these labels)")
     names, colors = _classes(dataset, task)

@@ -41,7 +41,7 @@ def calibrate_checkpoint(source: str | Path, *, data: str | None = None, split: 
     `data` (default: the data it was trained on) and store it. Returns the calibration entry."""
     from pixelwise.checkpoint import load_checkpoint, load_model, resolve_checkpoint, save_checkpoint, save_safetensors
     from pixelwise.data import build_transforms, open_dataset
-    from pixelwise.training import distributed as D
+    from pixelwise.runtime import resolve_device
     from pixelwise.training.loop import evaluate
     from pixelwise.training.builders import limited, resolve_data_root
 
@@ -61,7 +61,7 @@ def calibrate_checkpoint(source: str | Path, *, data: str | None = None, split: 
     dataset = limited(open_dataset(data, split, transform=transform, task=task), limit)
     if len(dataset) == 0:
         raise DataError(data, f"split {split!r} holds no images to calibrate on")
-    dev = D.resolve_device(device)
+    dev = resolve_device(device)
     model = model.to(dev)
     sample = PixelSample(task, max_pixels, seed)
     start = time.perf_counter()
