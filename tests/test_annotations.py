@@ -398,6 +398,7 @@ def test_training_from_a_coco_layout(tmp_path, camvid_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # all 701 CamVid label maps through COCO and back: minutes of CPU
 def test_camvid_masks_to_coco_and_back_are_identical(tmp_path, camvid_dir):
     convert(camvid_dir, "coco", tmp_path / "coco")
     total = 0
