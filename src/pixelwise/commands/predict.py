@@ -58,6 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="read every TIFF input window by window and write a tiled GeoTIFF label map "
                         "(automatic for TIFFs over 8192x8192 pixels); resumes after a kill")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--format", choices=["png", "labelme", "coco", "cvat", "labelstudio"], default="png",
+                   help="png: label maps (default); or pre-labels to correct in a labelling tool (docs/labelling.md)")
+    p.add_argument("--image-url", default=None,
+                   help="labelstudio: URL prefix of the images in tasks.json (default /data/local-files/?d=images/)")
     p.set_defaults(func=run)
 
 
@@ -114,6 +118,27 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prelabels(args: argparse.Namespace, model_path: Path) -> int:
+    """--format labelme|coco|cvat|labelstudio: one set of annotation files for a labelling tool."""
+    from pixelwise.errors import ConfigError
+    from pixelwise.inference.predictor import DEFAULT_MAX_PIXELS, Predictor
+    from pixelwise.inference.prelabels import write_prelabels
+
+    if args.shard or args.engine != "local" or args.resume or args.windowed or args.probs:
+        raise ConfigError(f"--format {args.format} writes one set of annotation files: --shard, --engine ray, "
+                          "--resume, --windowed and --probs belong to --format png")
+    predictor = Predictor.load(model_path, device=args.device, precision=args.precision,
+                               channels_last=args.channels_last, tta=args.tta, tile=args.tile, overlap=args.overlap,
+                               blend=args.blend, batch_size=args.batch_size, tile_batch_size=args.tile_batch_size,
+                               max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+    report = write_prelabels(predictor, _inputs(args), Path(args.out), args.format, image_url=args.image_url,
+                             progress=not args.no_progress)
+    print(f"pre-labelled {len(report.written)} image(s) as {args.format}: {report.csv_path}")
+    for path, problem in report.failed:
+        print(f"  failed: {path}: {problem}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
 def _inputs(args: argparse.Namespace) -> list[Path]:
     from pixelwise.errors import ConfigError
     from pixelwise.inference.predictor import iter_images
@@ -143,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
     model_path = _resolve_model_path(args.model)
     if not model_path.exists():
         raise CheckpointError(f"{model_path}: no such checkpoint or ONNX file")
+    if args.format != "png":
+        return _prelabels(args, model_path)
     shard = parse_shard(args.shard)
     all_paths = _inputs(args)
     all_names = output_names(all_paths)  # decided on the whole list: independent of the sharding

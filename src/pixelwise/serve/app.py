@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 from pixelwise.errors import PixelwiseError
 from pixelwise.serve.batching import InferenceQueue, Overloaded
+from pixelwise.serve.label_studio import create_backend
 from pixelwise.serve.uploads import UploadError, decode_image
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,8 @@ def create_app(predictor: Any, settings: ServeSettings | None = None, *, name: s
     # more precise 504 from the handler; the cap still bounds slow uploads.
     app.add_middleware(GuardMiddleware, max_body=settings.max_upload_bytes, timeout_s=settings.request_timeout_s + 5)
     app.state.settings = settings
+
+    app.mount("/label-studio", create_backend(predictor, settings, name=name))  # Label Studio's ML-backend protocol
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:

@@ -200,3 +200,79 @@ def decode_brush_rle(data: list[int]) -> np.ndarray:
             pos += n * word
         i = j
     return out
+
+
+# --------------------------------------------------------------------------- writing
+_RUN_WIDTHS = (3, 4, 8, 16)   # run-length field widths in bits, as Label Studio's own encoder uses
+
+
+def encode_brush_rle(values: np.ndarray) -> list[int]:
+    """Flat uint8 values -> Label Studio's brush RLE (the format `decode_brush_rle` reads).
+
+    Every run of equal values becomes repeat blocks (flag 1) of at most 2**16 values; a
+    brush mask's RGBA bytes come in runs of at least 4, so literal blocks would not pay.
+    """
+    flat = np.asarray(values, np.uint8).ravel()
+    fields = [f"{flat.size:032b}", f"{7:05b}", "".join(f"{w - 1:04b}" for w in _RUN_WIDTHS)]
+    if flat.size:
+        starts = np.flatnonzero(np.r_[True, flat[1:] != flat[:-1]])
+        lengths = np.diff(np.r_[starts, flat.size])
+        for value, length in zip(flat[starts].tolist(), lengths.tolist()):
+            while length:
+                n = min(length, 1 << _RUN_WIDTHS[-1])
+                k = next(k for k, w in enumerate(_RUN_WIDTHS) if n <= 1 << w)
+                fields.append(f"1{k:02b}{n - 1:0{_RUN_WIDTHS[k]}b}{value:08b}")
+                length -= n
+    bits = "".join(fields)
+    bits += "0" * (-len(bits) % 8)
+    return np.packbits(np.frombuffer(bits.encode("ascii"), np.uint8) - ord("0")).tolist()
+
+
+def brush_rle(mask: np.ndarray) -> list[int]:
+    """A bool (H, W) mask as a brush RLE: the RGBA image Label Studio paints, 255 in all four
+    channels inside the mask (the reader takes alpha > 0)."""
+    return encode_brush_rle(np.repeat(np.asarray(mask, bool).ravel().astype(np.uint8) * 255, 4))
+
+
+def regions(labels: np.ndarray, label_names: dict[int, str], *, polygons: str | None, brush: str | None,
+            to_name: str, confidence: np.ndarray | None = None) -> list[dict]:
+    """Label Studio results for a label map, one region per 4-connected object of each class
+    in `label_names` (class id -> Label Studio label).
+
+    polygons / brush: the names of the PolygonLabels and BrushLabels controls (either may be
+    None). Objects a polygon holds exactly go out as polygons (vertices on pixel corners, in
+    percent of the image size); objects with holes as brush masks. Without a brush control,
+    an object with holes is sent as its outer outline: the holes are filled, and objects of
+    other classes inside them, sent later (regions go out largest first), lie on top. Without
+    a polygon control everything is a brush. `confidence` (H, W): each region's `score` is
+    its mean over the object's pixels.
+    """
+    from pixelwise.data.annotations.polygons import objects
+    from pixelwise.data.annotations.rasterise import polygons_mask
+
+    if polygons is None and brush is None:
+        raise ValueError("need a PolygonLabels or a BrushLabels control")
+    h, w = labels.shape
+    found = []
+    for cls, name in label_names.items():
+        mask = labels == cls
+        if mask.any():
+            found += [(name, obj) for obj in objects(mask)]
+    found.sort(key=lambda item: -int(item[1].mask.sum()))  # stable: class order within equal areas
+    out = []
+    for name, obj in found:
+        base = {"id": f"r{len(out) + 1}", "to_name": to_name, "original_width": w, "original_height": h,
+                "image_rotation": 0}
+        if confidence is not None:
+            base["score"] = round(float(confidence[obj.mask].mean()), 6)
+        exact = len(obj.outlines) == 1 and not obj.holes and np.array_equal(
+            polygons_mask(obj.outlines, h, w), obj.mask)
+        if polygons is not None and (exact or brush is None):
+            outline = max(obj.outlines, key=len)
+            points = (outline.astype(np.float64) * (100.0 / w, 100.0 / h)).tolist()
+            out.append({**base, "from_name": polygons, "type": "polygonlabels",
+                        "value": {"points": points, "closed": True, "polygonlabels": [name]}})
+        else:
+            out.append({**base, "from_name": brush, "type": "brushlabels",
+                        "value": {"format": "rle", "rle": brush_rle(obj.mask), "brushlabels": [name]}})
+    return out
