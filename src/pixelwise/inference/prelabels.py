@@ -233,7 +233,7 @@ def write_prelabels(predictor: Predictor, paths: Sequence[Path], out: str | Path
     colors = list(predictor.colors) + [(0, 0, 0)] * max(0, len(predictor.class_names) - len(predictor.colors))
     classes = ClassTable(list(predictor.class_names), colors[:len(predictor.class_names)],
                          predictor.task.ignore_index, predictor.task.kind)
-    writer = _Writer(fmt, out, classes, f"pixelwise:{Path(predictor.source).name or 'model'}", image_url)
+    writer = _Writer(fmt, out, classes, f"pixelwise-{Path(predictor.source).stem or 'model'}", image_url)
     report = PredictReport()
     from tqdm import tqdm
 
