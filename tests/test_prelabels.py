@@ -217,3 +217,30 @@ def test_predict_cli_writes_prelabels_and_refuses_multilabel(tmp_path, images):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "error:" in proc.stderr and "multilabel" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_labels_only_model_writes_no_scores_but_the_same_objects(tmp_path, predictor, images):
+    """An ONNX graph exported with decoding returns labels, no probabilities: no scores to give."""
+    import dataclasses
+
+    def labels_only(batch: torch.Tensor) -> torch.Tensor:
+        return (8.0 * batch).argmax(1)
+
+    decoding = dataclasses.replace(predictor, model_fn=labels_only, decodes=True)
+    report = write_prelabels(decoding, images[:1], tmp_path / "coco", "coco", progress=False)
+    anns = json.loads(report.csv_path.read_text())["annotations"]
+    assert len(anns) == 6 and not any("score" in a for a in anns)
+    layout = scan_annotation_layout(report.csv_path)
+    (sample,) = [s for split in layout.splits.values() for s in split]
+    assert np.array_equal(sample.mask_path.render_mask(), design())
+
+
+def test_confidence_is_the_probability_of_the_predicted_class():
+    from pixelwise.inference.predictor import Prediction
+    from pixelwise.inference.prelabels import confidence_map
+
+    binary = Prediction(np.array([[0, 1]], np.uint8), np.array([[[0.2, 0.9]]], np.float32))   # sigmoid of foreground
+    assert np.allclose(confidence_map(binary, "binary"), [[0.8, 0.9]])
+    multi = Prediction(np.array([[2]], np.uint8), np.array([[[0.1]], [[0.3]], [[0.6]]], np.float32))
+    assert np.allclose(confidence_map(multi, "multiclass"), [[0.6]])
+    assert confidence_map(Prediction(np.zeros((1, 1), np.uint8)), "multiclass") is None
