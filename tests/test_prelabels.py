@@ -244,3 +244,18 @@ def test_confidence_is_the_probability_of_the_predicted_class():
     multi = Prediction(np.array([[2]], np.uint8), np.array([[[0.1]], [[0.3]], [[0.6]]], np.float32))
     assert np.allclose(confidence_map(multi, "multiclass"), [[0.6]])
     assert confidence_map(Prediction(np.zeros((1, 1), np.uint8)), "multiclass") is None
+
+
+def test_brush_rle_of_a_crop_equals_the_whole_image_encoding():
+    """brush_rle finds runs inside an object's box; it must equal encoding the full RGBA bytes."""
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        h, w = rng.integers(1, 14, 2)
+        m = rng.random((h, w)) < rng.random()
+        full = labelstudio.encode_brush_rle(np.repeat(m.ravel().astype(np.uint8) * 255, 4))
+        assert labelstudio.brush_rle(m) == full
+        ys, xs = np.nonzero(m)
+        if len(ys):
+            y0, x0 = ys.min(), xs.min()
+            crop = m[y0:ys.max() + 1, x0:xs.max() + 1]
+            assert labelstudio.brush_rle(crop, (int(x0), int(y0)), (int(h), int(w))) == full

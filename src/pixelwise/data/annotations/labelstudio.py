@@ -207,31 +207,53 @@ _RUN_WIDTHS = (3, 4, 8, 16)   # run-length field widths in bits, as Label Studio
 
 
 def encode_brush_rle(values: np.ndarray) -> list[int]:
-    """Flat uint8 values -> Label Studio's brush RLE (the format `decode_brush_rle` reads).
-
-    Every run of equal values becomes repeat blocks (flag 1) of at most 2**16 values; a
-    brush mask's RGBA bytes come in runs of at least 4, so literal blocks would not pay.
-    """
+    """Flat uint8 values -> Label Studio's brush RLE (the format `decode_brush_rle` reads)."""
     flat = np.asarray(values, np.uint8).ravel()
-    fields = [f"{flat.size:032b}", f"{7:05b}", "".join(f"{w - 1:04b}" for w in _RUN_WIDTHS)]
-    if flat.size:
-        starts = np.flatnonzero(np.r_[True, flat[1:] != flat[:-1]])
-        lengths = np.diff(np.r_[starts, flat.size])
-        for value, length in zip(flat[starts].tolist(), lengths.tolist()):
-            while length:
-                n = min(length, 1 << _RUN_WIDTHS[-1])
-                k = next(k for k, w in enumerate(_RUN_WIDTHS) if n <= 1 << w)
-                fields.append(f"1{k:02b}{n - 1:0{_RUN_WIDTHS[k]}b}{value:08b}")
-                length -= n
+    if not flat.size:
+        return _pack_runs(0, [], [])
+    starts = np.flatnonzero(np.r_[True, flat[1:] != flat[:-1]])
+    return _pack_runs(flat.size, flat[starts].tolist(), np.diff(np.r_[starts, flat.size]).tolist())
+
+
+def _pack_runs(count: int, values: list[int], lengths: list[int]) -> list[int]:
+    """Every run of equal values as repeat blocks (flag 1) of at most 2**16 values: a brush
+    mask's RGBA bytes come in runs of at least 4, so literal blocks would not pay."""
+    fields = [f"{count:032b}", f"{7:05b}", "".join(f"{w - 1:04b}" for w in _RUN_WIDTHS)]
+    for value, length in zip(values, lengths):
+        while length:
+            n = min(length, 1 << _RUN_WIDTHS[-1])
+            k = next(k for k, w in enumerate(_RUN_WIDTHS) if n <= 1 << w)
+            fields.append(f"1{k:02b}{n - 1:0{_RUN_WIDTHS[k]}b}{value:08b}")
+            length -= n
     bits = "".join(fields)
     bits += "0" * (-len(bits) % 8)
     return np.packbits(np.frombuffer(bits.encode("ascii"), np.uint8) - ord("0")).tolist()
 
 
-def brush_rle(mask: np.ndarray) -> list[int]:
-    """A bool (H, W) mask as a brush RLE: the RGBA image Label Studio paints, 255 in all four
-    channels inside the mask (the reader takes alpha > 0)."""
-    return encode_brush_rle(np.repeat(np.asarray(mask, bool).ravel().astype(np.uint8) * 255, 4))
+def brush_rle(mask: np.ndarray, offset: tuple[int, int] = (0, 0), size: tuple[int, int] | None = None) -> list[int]:
+    """A bool mask as a brush RLE: the RGBA image Label Studio paints, 255 in all four
+    channels inside the mask (the reader takes alpha > 0).
+
+    `mask` may be a crop placed at `offset` (x, y) in an image of `size` (h, w): the runs are
+    found inside the crop, so an object costs its box, not the whole image.
+    """
+    crop = np.asarray(mask, bool)
+    h, w = size if size is not None else crop.shape
+    x0, y0 = offset
+    padded = np.zeros((crop.shape[0], crop.shape[1] + 2), np.int8)
+    padded[:, 1:-1] = crop
+    d = np.diff(padded, axis=1)
+    rows_in, cols_in = np.nonzero(d == 1)
+    rows_out, cols_out = np.nonzero(d == -1)
+    edges = np.concatenate([(y0 + rows_in) * w + x0 + cols_in, (y0 + rows_out) * w + x0 + cols_out])
+    # a run ending at a row's last pixel and one starting at the next row's first pixel are
+    # one run of the flat image: their shared edge appears twice and cancels
+    points, counts = np.unique(edges, return_counts=True)
+    bounds = np.r_[0, points[counts % 2 == 1], h * w]
+    lengths = np.diff(bounds) * 4
+    values = [0, 255] * (len(lengths) // 2 + 1)
+    keep = lengths > 0
+    return _pack_runs(h * w * 4, [v for v, k in zip(values, keep) if k], lengths[keep].tolist())
 
 
 def regions(labels: np.ndarray, label_names: dict[int, str], *, polygons: str | None, brush: str | None,
@@ -258,15 +280,20 @@ def regions(labels: np.ndarray, label_names: dict[int, str], *, polygons: str | 
         mask = labels == cls
         if mask.any():
             found += [(name, obj) for obj in objects(mask)]
-    found.sort(key=lambda item: -int(item[1].mask.sum()))  # stable: class order within equal areas
+    # Work inside each object's box: whole-image masks per object would make a noisy
+    # prediction with thousands of fragments cost thousands of full-image passes.
+    crops = [(name, obj, obj.mask[obj.bbox[1]:obj.bbox[1] + obj.bbox[3], obj.bbox[0]:obj.bbox[0] + obj.bbox[2]])
+             for name, obj in found]
+    crops.sort(key=lambda item: -int(item[2].sum()))  # stable: class order within equal areas
     out = []
-    for name, obj in found:
+    for name, obj, crop in crops:
+        x, y, bw, bh = obj.bbox
         base = {"id": f"r{len(out) + 1}", "to_name": to_name, "original_width": w, "original_height": h,
                 "image_rotation": 0}
         if confidence is not None:
-            base["score"] = round(float(confidence[obj.mask].mean()), 6)
+            base["score"] = round(float(confidence[y:y + bh, x:x + bw][crop].mean()), 6)
         exact = len(obj.outlines) == 1 and not obj.holes and np.array_equal(
-            polygons_mask(obj.outlines, h, w), obj.mask)
+            polygons_mask([obj.outlines[0] - (x, y)], bh, bw), crop)
         if polygons is not None and (exact or brush is None):
             outline = max(obj.outlines, key=len)
             points = (outline.astype(np.float64) * (100.0 / w, 100.0 / h)).tolist()
@@ -274,5 +301,5 @@ def regions(labels: np.ndarray, label_names: dict[int, str], *, polygons: str | 
                         "value": {"points": points, "closed": True, "polygonlabels": [name]}})
         else:
             out.append({**base, "from_name": brush, "type": "brushlabels",
-                        "value": {"format": "rle", "rle": brush_rle(obj.mask), "brushlabels": [name]}})
+                        "value": {"format": "rle", "rle": brush_rle(crop, (x, y), (h, w)), "brushlabels": [name]}})
     return out
