@@ -259,3 +259,17 @@ def test_brush_rle_of_a_crop_equals_the_whole_image_encoding():
             y0, x0 = ys.min(), xs.min()
             crop = m[y0:ys.max() + 1, x0:xs.max() + 1]
             assert labelstudio.brush_rle(crop, (int(x0), int(y0)), (int(h), int(w))) == full
+
+
+@pytest.mark.parametrize("fmt", ["labelme", "coco"])
+def test_prelabels_never_overwrite_annotation_files(tmp_path, predictor, images, fmt):
+    from pixelwise.errors import ConfigError
+
+    out = tmp_path / fmt
+    report = write_prelabels(predictor, images, out, fmt, progress=False)
+    corrected = out / "first.json" if fmt == "labelme" else report.csv_path
+    corrected.write_text(corrected.read_text() + "\n", encoding="utf-8")   # stands for a labeller's edit
+    before = corrected.read_bytes()
+    with pytest.raises(ConfigError, match="never overwrite"):
+        write_prelabels(predictor, images, out, fmt, progress=False)
+    assert corrected.read_bytes() == before

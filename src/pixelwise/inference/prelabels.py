@@ -9,6 +9,9 @@
     all           classes.json: the checkpoint's class table, so pixelwise reads the files back
                   with the same class ids
 
+An annotation file that already exists is never overwritten (it may hold a labeller's
+corrections): the run stops before predicting anything.
+
 Every 4-connected object of every class except background becomes one annotation, traced by
 the annotation writers of `pixelwise.data.annotations` (vertices on pixel corners, so reading
 the file back gives the predicted label map exactly). Objects with holes go out in the form
@@ -229,6 +232,14 @@ def write_prelabels(predictor: Predictor, paths: Sequence[Path], out: str | Path
         raise ConfigError(f"{predictor.source}: a multilabel model gives each pixel several classes; "
                           f"{fmt} pre-labels hold one class per pixel (use the PNG outputs instead)")
     out = Path(out)
+    names = output_names(paths)
+    targets = [out / f"{n}.json" for n in names] if fmt == "labelme" else \
+        [out / {"coco": "annotations.json", "cvat": "annotations.xml", "labelstudio": "tasks.json"}[fmt]]
+    existing = [t for t in targets if t.exists()]
+    if existing:  # it may hold a labeller's corrections: never overwrite it
+        raise ConfigError(f"{existing[0]} exists{f' (and {len(existing) - 1} more)' if len(existing) > 1 else ''}; "
+                          "pre-labels never overwrite annotation files (they may hold corrections): "
+                          "choose another --out or remove them")
     out.mkdir(parents=True, exist_ok=True)
     colors = list(predictor.colors) + [(0, 0, 0)] * max(0, len(predictor.class_names) - len(predictor.colors))
     classes = ClassTable(list(predictor.class_names), colors[:len(predictor.class_names)],
@@ -238,7 +249,7 @@ def write_prelabels(predictor: Predictor, paths: Sequence[Path], out: str | Path
     from tqdm import tqdm
 
     with_probs = not predictor.decodes  # an ONNX graph with decoding gives labels only: no scores
-    for path, name in tqdm(list(zip(paths, output_names(paths))), desc=f"pre-label ({fmt})", unit="img",
+    for path, name in tqdm(list(zip(paths, names)), desc=f"pre-label ({fmt})", unit="img",
                            disable=not progress or None, file=sys.stderr):
         try:
             image = read_image(path)
