@@ -13,7 +13,6 @@ pinning Flask 1.1 (and label-studio-sdk would replace numpy), so payloads are wr
 from __future__ import annotations
 
 import io
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,9 +25,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-from bench_serve import serving  # noqa: E402
+from pixelwise.bench.bench_serve import serving  # noqa: E402
 
 from pixelwise.data.annotations import labelstudio  # noqa: E402
 from pixelwise.data.annotations.model import ClassMap  # noqa: E402

@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
+from pixelwise import atomic
 from pixelwise.data.annotations.model import fill_class
 from pixelwise.data.classes import ClassTable
 from pixelwise.data.io import read_image
@@ -71,20 +70,8 @@ def _check(expected: tuple[int, ...], got: tuple[int, ...], what: str) -> None:
         raise RuntimeError(f"internal: scores and objects out of step for {what} ({expected} != {got})")
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_json(path: Path, data: Any) -> None:
-    _write_atomic(path, lambda t: t.write_text(json.dumps(data), encoding="utf-8"))
+    atomic.write_text(path, json.dumps(data))
 
 
 def _place_image(src: Path, dst: Path) -> None:
@@ -92,12 +79,13 @@ def _place_image(src: Path, dst: Path) -> None:
     if dst.exists() and os.path.samefile(src, dst):
         return
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.part")
+    tmp = dst.with_name(f".{dst.name}.link")
     tmp.unlink(missing_ok=True)
     try:
         os.link(src, tmp)
     except OSError:
-        shutil.copyfile(src, tmp)
+        atomic.copy_file(src, dst)
+        return
     os.replace(tmp, dst)
 
 
@@ -189,7 +177,7 @@ class _Writer:
         classes = {"classes": [{"id": i, "name": n, "color": list(c)}
                                for i, (n, c) in enumerate(zip(self.classes.names, self.classes.colors))],
                    "ignore_index": self.classes.ignore_index, "task": self.classes.task}
-        _write_atomic(self.out / "classes.json", lambda t: t.write_text(json.dumps(classes, indent=1)))
+        atomic.write_json(self.out / "classes.json", classes, indent=1)
         if self.fmt == "labelme":
             return self.out
         if self.fmt == "coco":
@@ -202,10 +190,9 @@ class _Writer:
         if self.fmt == "cvat":
             target = self.out / "annotations.xml"
             ET.indent(self.cvat)
-            _write_atomic(target, lambda t: ET.ElementTree(self.cvat).write(t, encoding="utf-8", xml_declaration=True))
+            atomic.write_with(target, lambda f: ET.ElementTree(self.cvat).write(f, encoding="utf-8", xml_declaration=True))
             return target
-        _write_atomic(self.out / "label_config.xml",
-                      lambda t: t.write_text(label_config([self.names[c] for c in self.written]), encoding="utf-8"))
+        atomic.write_text(self.out / "label_config.xml", label_config([self.names[c] for c in self.written]))
         target = self.out / "tasks.json"
         _write_json(target, self.tasks)
         return target
