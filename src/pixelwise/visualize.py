@@ -7,8 +7,10 @@ Label maps are integer (H, W) class ids; multilabel maps are (C, H, W) 0/1 masks
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -94,33 +96,134 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+def _legend_layout(height: int, names: Sequence[str], present: Sequence[int] | None):
+    """(class ids listed, font, font size, panel width, panel height) of the legend for an image `height` tall."""
+    ids = list(range(len(names))) if present is None else [int(i) for i in present if 0 <= int(i) < len(names)]
+    font_size = int(np.clip(height / 40, 10, 24))
+    font = _font(font_size)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_width = max((probe.textlength(str(names[i]), font=font) for i in ids), default=0)
+    panel_width = int(font_size + 18 + text_width + 8)
+    panel_height = max(height, 8 + (font_size + 6) * len(ids))
+    return ids, font, font_size, panel_width, panel_height
+
+
+def legend_panel(height: int, names: Sequence[str], colors: Sequence[Color],
+                 present: Sequence[int] | None = None) -> np.ndarray:
+    """The legend drawn beside an image `height` rows tall: uint8 (panel_height, panel_width, 3).
+
+    White, one colour swatch and class name per row; `present` limits it to those class ids.
+    Its height is the image's, or more when the rows do not fit.
+    """
+    ids, font, font_size, panel_width, panel_height = _legend_layout(height, names, present)
+    row, swatch = font_size + 6, font_size
+    canvas = Image.new("RGB", (panel_width, panel_height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for k, i in enumerate(ids):
+        top = 4 + k * row
+        left = 6
+        draw.rectangle([left, top, left + swatch, top + swatch], fill=tuple(int(c) for c in colors[i]), outline=(0, 0, 0))
+        draw.text((left + swatch + 6, top), str(names[i]), fill=(0, 0, 0), font=font)
+    return np.asarray(canvas, dtype=np.uint8)
+
+
 def add_legend(image: np.ndarray, names: Sequence[str], colors: Sequence[Color],
                present: Sequence[int] | None = None) -> np.ndarray:
     """Append a legend panel (colour swatch + class name per row) to the right of `image`.
 
     `present` limits the legend to those class ids (e.g. the classes in a prediction).
-    Returns uint8 (H', W + panel, 3); the height grows if the legend is taller than the image.
+    Returns uint8 (H', W + panel, 3); the height grows if the legend is taller than the image
+    (the added rows are white under the image).
     """
     rgb = _as_rgb(image)
-    ids = list(range(len(names))) if present is None else [int(i) for i in present if 0 <= int(i) < len(names)]
     height, width = rgb.shape[:2]
-    font_size = int(np.clip(height / 40, 10, 24))
-    font = _font(font_size)
-    row = font_size + 6
-    swatch = font_size
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    text_width = max((probe.textlength(str(names[i]), font=font) for i in ids), default=0)
-    panel_width = int(swatch + 18 + text_width + 8)
-    panel_height = max(height, 8 + row * len(ids))
-    canvas = Image.new("RGB", (width + panel_width, panel_height), (255, 255, 255))
-    canvas.paste(Image.fromarray(rgb), (0, 0))
-    draw = ImageDraw.Draw(canvas)
-    for k, i in enumerate(ids):
-        top = 4 + k * row
-        left = width + 6
-        draw.rectangle([left, top, left + swatch, top + swatch], fill=tuple(int(c) for c in colors[i]), outline=(0, 0, 0))
-        draw.text((left + swatch + 6, top), str(names[i]), fill=(0, 0, 0), font=font)
-    return np.asarray(canvas, dtype=np.uint8)
+    panel = legend_panel(height, names, colors, present)
+    out = np.full((panel.shape[0], width + panel.shape[1], 3), 255, dtype=np.uint8)
+    out[:height, :width] = rgb
+    out[:, width:] = panel
+    return out
+
+
+def overlay_strips(image: np.ndarray, labels: np.ndarray, colors: Sequence[Color], alpha: float = 0.5,
+                   ignore_index: int | None = 255, *, names: Sequence[str] | None = None,
+                   present: Sequence[int] | None = None, rows: int = 128) -> tuple[int, int, Iterator[np.ndarray]]:
+    """`add_legend(overlay(...))` (or `overlay(...)` when `names` is None), `rows` image rows at a time.
+
+    Returns (width, height, strips): strips are uint8 (h, width, 3) blocks, top to bottom, equal
+    to the rows of the whole-image picture, so a large image's overlay never exists in full
+    (write it with `write_png_strips`). Memory: a few float copies of one strip.
+    """
+    image = np.asarray(image)
+    labels = np.asarray(labels)
+    height, width = image.shape[:2]
+    if (labels.shape[1:] if labels.ndim == 3 else labels.shape) != (height, width):
+        raise ValueError(f"image {(height, width)} and labels {labels.shape} differ in size")
+    panel = None if names is None else legend_panel(height, names, colors, present)
+    total_w = width + (0 if panel is None else panel.shape[1])
+    total_h = height if panel is None else panel.shape[0]
+
+    def strips() -> Iterator[np.ndarray]:
+        for top in range(0, total_h, rows):
+            bottom = min(total_h, top + rows)
+            strip = np.full((bottom - top, total_w, 3), 255, dtype=np.uint8)
+            if top < height:
+                end = min(bottom, height)
+                part = labels[:, top:end] if labels.ndim == 3 else labels[top:end]
+                strip[:end - top, :width] = overlay(image[top:end], part, colors, alpha, ignore_index)
+            if panel is not None:
+                strip[:, width:] = panel[top:bottom]
+            yield strip
+
+    return total_w, total_h, strips()
+
+
+def write_png_strips(handle: BinaryIO, width: int, height: int, strips: Iterable[np.ndarray],
+                     compress_level: int = 6) -> None:
+    """Encode an 8-bit RGB PNG from row strips (h, width, 3), streaming: one strip in memory.
+
+    Every scanline uses PNG's "Up" filter (difference to the row above), which compresses
+    photographs and flat label colours well and is computed for a whole strip at once.
+    """
+
+    def chunk(kind: bytes, data: bytes) -> None:
+        handle.write(struct.pack(">I", len(data)) + kind + data)
+        handle.write(struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)) & 0xFFFFFFFF))
+
+    handle.write(b"\x89PNG\r\n\x1a\n")
+    chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))  # 8-bit RGB, no interlace
+    compressor = zlib.compressobj(compress_level)
+    previous = np.zeros(width * 3, dtype=np.uint8)  # the row above the first is all zeros
+    written = 0
+    for strip in strips:
+        strip = np.asarray(strip, dtype=np.uint8)
+        if strip.ndim != 3 or strip.shape[1:] != (width, 3):
+            raise ValueError(f"strip of shape {strip.shape} does not fit a {width}-pixel-wide RGB PNG")
+        flat = strip.reshape(len(strip), width * 3)
+        raw = np.empty((len(strip), width * 3 + 1), dtype=np.uint8)
+        raw[:, 0] = 2  # filter type Up
+        raw[0, 1:] = flat[0] - previous  # uint8 arithmetic wraps modulo 256, as PNG wants
+        raw[1:, 1:] = flat[1:] - flat[:-1]
+        previous = flat[-1].copy()
+        written += len(strip)
+        data = compressor.compress(raw.tobytes())
+        if data:
+            chunk(b"IDAT", data)
+    if written != height:
+        raise ValueError(f"strips hold {written} rows, the PNG header says {height}")
+    chunk(b"IDAT", compressor.flush())
+    chunk(b"IEND", b"")
+
+
+def save_overlay_png(path: str | Path, image: np.ndarray, labels: np.ndarray, colors: Sequence[Color],
+                     alpha: float = 0.5, ignore_index: int | None = 255, *, names: Sequence[str] | None = None,
+                     present: Sequence[int] | None = None, rows: int = 128) -> Path:
+    """Blend and write an overlay (with legend when `names` is given) strip by strip, atomically.
+
+    The same picture as saving `add_legend(overlay(...))`, without a full-size copy of it.
+    """
+    width, height, strips = overlay_strips(image, labels, colors, alpha, ignore_index,
+                                           names=names, present=present, rows=rows)
+    return atomic.write_with(path, lambda handle: write_png_strips(handle, width, height, strips))
 
 
 def error_map(pred: np.ndarray, target: np.ndarray, ignore_index: int | None = 255) -> np.ndarray:

@@ -32,7 +32,7 @@ from pixelwise import atomic
 from pixelwise.data.io import read_image
 from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.inference.predictor import Prediction, Predictor
-from pixelwise.visualize import add_legend, overlay, save_label_png, save_multilabel_png
+from pixelwise.visualize import save_label_png, save_multilabel_png, save_overlay_png
 
 ProbFormat = Literal["npy", "png8", "png16"]
 
@@ -161,11 +161,10 @@ def write_prediction(predictor: Predictor, out: Path, name: str, image: np.ndarr
         present = [c for c in range(labels.shape[0]) if (labels[c] == 1).any()]
     else:
         save_label_png(out / "labels" / f"{name}.png", labels, predictor.colors)
-        present = [int(c) for c in np.unique(labels) if c < len(predictor.class_names)]
-    if overlays:
-        blended = overlay(image, labels, predictor.colors, alpha=alpha, ignore_index=None)
-        picture = add_legend(blended, predictor.class_names, predictor.colors, present=present)
-        atomic.save_image(out / "overlays" / f"{name}.png", picture)
+        present = [int(c) for c in np.flatnonzero(predictor.class_counts(labels))]
+    if overlays:  # blended and encoded in strips: no full-size copy of the picture (8192^2 RGB: 200 MB each)
+        save_overlay_png(out / "overlays" / f"{name}.png", image, labels, predictor.colors, alpha=alpha,
+                         ignore_index=None, names=predictor.class_names, present=present)
     if probs and pred.probabilities is not None:
         p = pred.probabilities
         if probs == "npy":
