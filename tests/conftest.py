@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# The commands' --backend default (auto) exports and times every new checkpoint; tests that
+# are not about that choice run PyTorch directly. Subprocesses inherit this. tests/test_backend.py
+# passes --backend explicitly.
+os.environ["PIXELWISE_BACKEND"] = "torch"
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pixelwise.commands.runtime_args import add_runtime_arguments
+from pixelwise.commands.runtime_args import add_backend_argument, add_runtime_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, help="output folder (default RUN_DIR/eval)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     add_runtime_arguments(parser)
+    add_backend_argument(parser)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--limit", type=int, help="only the first N images")
     parser.add_argument("--num-workers", type=int, default=0)
@@ -41,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
                                  batch_size=args.batch_size, device=args.device, precision=args.precision,
                                  channels_last=args.channels_last, limit=args.limit,
                                  num_workers=args.num_workers, save_predictions=args.save_predictions,
-                                 verbose=not args.json, tta=args.tta, calibrated=not args.uncalibrated)
+                                 verbose=not args.json, tta=args.tta, calibrated=not args.uncalibrated,
+                                 backend=args.backend)
     if args.json:
         print(json.dumps(jsonable(result), indent=2))
     from pixelwise.training.distributed import cleanup

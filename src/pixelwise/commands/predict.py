@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pixelwise.commands.runtime_args import add_runtime_arguments
+from pixelwise.commands.runtime_args import add_backend_argument, add_runtime_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tile-batch-size", type=int, default=None,
                    help="tiles per forward pass for large images (default: 1 on CPU, 4 on GPU; bounds memory)")
     add_runtime_arguments(p, note="checkpoints only; an ONNX file runs in onnxruntime")
+    add_backend_argument(p)
     p.add_argument("--windowed", action="store_true",
                    help="read every TIFF input window by window and write a tiled GeoTIFF label map "
                         "(automatic for TIFFs over 8192x8192 pixels); resumes after a kill")
@@ -190,8 +191,8 @@ def run(args: argparse.Namespace) -> int:
                                   channels_last=args.channels_last, **options)
         class_names = Predictor.load(model_path, device="cpu").class_names  # the CSV header
     else:
-        predictor = Predictor.load(model_path, device=args.device, precision=args.precision,
-                                    channels_last=args.channels_last, **options)
+        predictor = Predictor.load(model_path, backend=args.backend, device=args.device, precision=args.precision,
+                                   channels_last=args.channels_last, **options)
         windowed = [_windowed(path, args.windowed) for path in paths]
         if any(windowed) and (args.probs or args.uncertainty):
             raise ConfigError(f"{paths[windowed.index(True)]}: --probs is not available for windowed (large TIFF) "

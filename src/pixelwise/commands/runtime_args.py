@@ -43,3 +43,15 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, note: str = "") -> No
     parser.add_argument("--channels-last", default="auto", type=_word("channels_last", "--channels-last"),
                         help=f"auto, on, off: auto = on with bf16/fp16{suffix}")
     parser.add_argument("--amp", action=_OldAmp, help=argparse.SUPPRESS)
+
+
+def add_backend_argument(parser: argparse.ArgumentParser) -> None:
+    """--backend auto|torch|onnxruntime (predict, evaluate, serve). The default, auto, may be
+    changed with the environment variable PIXELWISE_BACKEND (the test suite sets torch)."""
+    import os
+
+    parser.add_argument("--backend", choices=["auto", "torch", "onnxruntime"],
+                        default=os.environ.get("PIXELWISE_BACKEND") or "auto",
+                        help="what runs a checkpoint: auto = the faster of PyTorch (at --precision) and "
+                             "onnxruntime fp32, measured once per checkpoint and CPU and cached beside the "
+                             "checkpoint; onnxruntime is used only when its logits match PyTorch fp32")

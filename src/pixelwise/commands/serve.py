@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pixelwise.commands.runtime_args import add_runtime_arguments
+from pixelwise.commands.runtime_args import add_backend_argument, add_runtime_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,6 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     add_runtime_arguments(parser, note="checkpoints only; an ONNX file runs in onnxruntime")
+    add_backend_argument(parser)
     parser.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body in MiB (default 20)")
     parser.add_argument("--max-pixels", type=int, default=50_000_000, help="largest image, width*height (default 50M)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request before 504 (default 60)")
@@ -45,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         if value <= 0:
             raise ConfigError(f"{flag} must be positive, got {value}")
     path = Path(args.model)
-    predictor = Predictor.load(path, device=args.device, precision=args.precision, channels_last=args.channels_last)
+    predictor = Predictor.load(path, backend=args.backend, device=args.device, precision=args.precision,
+                               channels_last=args.channels_last)
     settings = ServeSettings(
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels,
         request_timeout_s=args.timeout, max_queue=args.max_queue, max_batch=args.max_batch,

@@ -58,3 +58,16 @@ class OnnxModel:
             array = x.float().contiguous().numpy()
         out = self.session.run(None, {self.input_name: array})[0]
         return torch.from_numpy(out if self.decodes else out.astype(np.float32, copy=False))
+
+
+class OnnxModule(torch.nn.Module):
+    """An exported logits graph as an `nn.Module` (no parameters), for loops written for PyTorch models."""
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        self.onnx = OnnxModel(path, providers=["CPUExecutionProvider"])
+        if self.onnx.decodes or self.onnx.preprocesses:
+            raise CheckpointError(f"{path}: expected a plain logits graph (no in-graph preprocessing or decoding)")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.onnx(x.cpu())

@@ -120,6 +120,7 @@ class Predictor:
     max_pixels: int = DEFAULT_MAX_PIXELS
     decodes: bool = False                      # the model itself returns labels (ONNX with decoding)
     source: str = ""
+    backend: str = ""                          # what runs the model, e.g. "torch bf16", "onnxruntime fp32"
 
     # ------------------------------------------------------------ builders
     @classmethod
@@ -139,6 +140,7 @@ class Predictor:
             options["tile_batch_size"] = 4 if dev.type == "cuda" else 1
         return cls(
             model_fn=torch_model_fn(model, runtime),
+            backend=f"torch {runtime.precision}",
             task=task,
             preprocess=Preprocessing(list(mean or [0.0] * in_channels), list(std or [1.0] * in_channels), in_channels),
             class_names=names,
@@ -192,12 +194,17 @@ class Predictor:
             tta=views,
             decodes=onnx_model.decodes,
             source=str(path),
+            backend="onnxruntime fp32",
             **options,
         )
 
     @classmethod
-    def load(cls, path: str | Path, **options: Any) -> "Predictor":
-        """`from_onnx` for .onnx files, `from_checkpoint` otherwise."""
+    def load(cls, path: str | Path, backend: str = "torch", **options: Any) -> "Predictor":
+        """`from_onnx` for .onnx files, `from_checkpoint` otherwise.
+
+        backend (checkpoints only): torch, onnxruntime (the checkpoint's cached export), or
+        auto (the faster of the two measured on this machine; see `pixelwise.inference.backend`).
+        """
         path = Path(path)
         if not path.exists():
             raise CheckpointError(f"{path}: no such file")
@@ -205,6 +212,17 @@ class Predictor:
             for key in ("device", "precision", "channels_last"):  # onnxruntime decides these itself
                 options.pop(key, None)
             return cls.from_onnx(path, **options)
+        if backend != "torch":
+            from pixelwise.inference.backend import select
+
+            choice, onnx_path = select(path, backend, options.get("device", "auto"), options.get("precision", "auto"),
+                                       options.get("channels_last", "auto"))
+            if onnx_path is not None:
+                for key in ("device", "precision", "channels_last"):
+                    options.pop(key, None)
+                predictor = cls.from_onnx(onnx_path, providers=["CPUExecutionProvider"], **options)
+                predictor.source, predictor.backend = str(path), f"onnxruntime {choice.precision}"
+                return predictor
         return cls.from_checkpoint(path, **options)
 
     # ------------------------------------------------------------ predicting
@@ -301,7 +319,8 @@ class Predictor:
 
     def describe(self) -> dict[str, Any]:
         return {"source": self.source, "task": self.task.to_dict(), "classes": self.class_names,
-                "tta": [v.__dict__ for v in self.tta], "tile": self.tile, "max_pixels": self.max_pixels}
+                "tta": [v.__dict__ for v in self.tta], "tile": self.tile, "max_pixels": self.max_pixels,
+                "backend": self.backend}
 
 
 def _default_names(task: Task) -> list[str]:

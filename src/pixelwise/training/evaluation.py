@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from pixelwise import atomic
 from pixelwise.errors import ConfigError, DataError, PixelwiseError
-from pixelwise.runtime import deprecation_note, normalize_precision, resolve_runtime
+from pixelwise.runtime import Runtime, deprecation_note, normalize_precision, resolve_runtime
 from pixelwise.training import distributed as D
 from pixelwise.checkpoint import load_model, resolve_checkpoint
 from pixelwise.training.loop import evaluate
@@ -128,7 +128,7 @@ def evaluate_checkpoint(source: str | Path, *, data: str | None = None, split: s
                         precision: str = "auto", channels_last: str = "auto", limit: int | None = None,
                         num_workers: int = 0, save_predictions: int = 0, n_resamples: int = 1000,
                         verbose: bool = True, tta: str | None = None, amp: str | None = None,
-                        calibrated: bool = True) -> dict[str, Any]:
+                        calibrated: bool = True, backend: str = "torch") -> dict[str, Any]:
     """Score a checkpoint (or a run folder's best checkpoint) on `split` of `data` (default:
     the data it was trained on). Returns the result dict; writes the eval files on rank 0.
 
@@ -137,6 +137,8 @@ def evaluate_checkpoint(source: str | Path, *, data: str | None = None, split: s
     `device`, `precision`, `channels_last` take the words of `pixelwise.runtime`; `amp` is
     precision's old name (read with a note).
     `calibrated=False` ignores a temperature stored by `pixelwise calibrate` (to compare).
+    `backend`: torch, onnxruntime or auto, as in `pixelwise.inference.backend` (onnxruntime
+    runs the checkpoint's cached, parity-checked export).
     """
     from pixelwise.data import build_transforms, open_dataset
     from pixelwise.training.builders import limited, resolve_data_root, shard_for_eval
@@ -153,6 +155,17 @@ def evaluate_checkpoint(source: str | Path, *, data: str | None = None, split: s
         deprecation_note(f"amp={amp}", f"precision={normalize_precision(amp, note=False)}")
         precision = amp
     runtime = resolve_runtime(device, precision, channels_last)
+    temperature_in_graph = False
+    if backend != "torch":
+        from pixelwise.inference.backend import say, select
+        from pixelwise.inference.onnx_backend import OnnxModule
+
+        choice, onnx_path = select(ckpt_path, backend, device, precision, channels_last)
+        if onnx_path is not None and not calibrated and meta.temperature is not None:
+            say(f"torch {runtime.precision}: uncalibrated scores need the model without its temperature, "
+                "which the ONNX export holds")
+        elif onnx_path is not None:  # onnxruntime on the CPU, fp32: the export replaces the PyTorch model
+            model, runtime, temperature_in_graph = OnnxModule(onnx_path), Runtime(), True
     dev = runtime.device
     info = D.init_distributed(dev)
     task = meta.task
@@ -170,7 +183,7 @@ def evaluate_checkpoint(source: str | Path, *, data: str | None = None, split: s
     shard, indices = shard_for_eval(dataset, info)
     # Whole images of different sizes cannot share a batch; batch_size > 1 needs equal sizes.
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    if calibrated:
+    if calibrated and not temperature_in_graph:  # the export already divides by the temperature
         from pixelwise.inference.calibration import with_calibration
 
         model = with_calibration(model, meta.temperature)
