@@ -168,6 +168,23 @@ def _cpu_flags() -> list[str]:
     return []
 
 
+# The instruction sets that decide the fast paths: AVX2 (fp32 kernels), AVX-512, native bf16.
+KEY_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def machine_key(machine: dict[str, Any]) -> str:
+    """What makes figures comparable: the CPU model and which of KEY_FLAGS it has."""
+    flags = set(machine.get("cpu_flags") or [])
+    return f"{machine.get('cpu_model') or 'unknown CPU'} ({', '.join(f for f in KEY_FLAGS if f in flags) or 'none of ' + ', '.join(KEY_FLAGS)})"
+
+
+def machine_line(machine: dict[str, Any]) -> str:
+    """E.g. 'AMD EPYC; avx2 yes, avx512f yes, avx512_bf16 yes, amx_bf16 no; 2 cores' (printed by each run)."""
+    flags = set(machine.get("cpu_flags") or [])
+    marks = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in KEY_FLAGS)
+    return f"{machine.get('cpu_model') or 'unknown CPU'}; {marks}; {machine.get('usable_cores')} cores"
+
+
 def _memory_gib() -> float | None:
     try:
         with open("/proc/meminfo", encoding="utf-8") as fh:

@@ -13,17 +13,19 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from pixelwise.bench.harness import Context, machine_info, make_context, not_available
+from pixelwise.bench.harness import Context, machine_info, machine_key, machine_line, make_context, not_available
 
 SCHEMA = "pixelwise-bench/1"
 
 # Area name -> module of pixelwise.bench, run in this order (cheap, reference figures first).
 AREAS: dict[str, str] = {
+    "defaults": "pixelwise.bench.bench_defaults",
     "matmul": "pixelwise.bench.bench_matmul",
     "confusion": "pixelwise.bench.bench_confusion",
     "models": "pixelwise.bench.bench_models",
     "loader": "pixelwise.bench.bench_loader",
     "tiling": "pixelwise.bench.bench_tiling",
+    "predict_memory": "pixelwise.bench.bench_predict_memory",
     "onnx": "pixelwise.bench.bench_onnx",
     "sliding_window": "pixelwise.bench.bench_sliding_window",
     "serve": "pixelwise.bench.serve_area",
@@ -84,6 +86,7 @@ def run_benchmarks(
         "machine": machine_info(),
         "areas": ctx.results,
     }
+    log(f"machine: {machine_line(doc['machine'])}")
     for index, name in enumerate(areas, 1):
         log(f"[{index}/{len(areas)}] {name} ...")
         result = run_area(name, ctx)
@@ -93,6 +96,28 @@ def run_benchmarks(
     if quality:
         doc["quality"] = quality
     return doc
+
+
+def merge_results(earlier: dict[str, Any] | None, doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` plus the areas of an earlier results file from the same machine that `doc` did not rerun.
+
+    So `pixelwise bench --only AREA --out bench/results.json` updates one area and keeps the
+    others. Each area keeps the date it was measured (`measured`); another machine's file is
+    replaced whole (its figures stay in BENCHMARKS.md, in that machine's own section).
+    """
+    for area in doc["areas"].values():
+        area.setdefault("measured", doc["machine"].get("date"))
+    if not earlier or machine_key(earlier.get("machine") or {}) != machine_key(doc["machine"]) \
+            or bool(earlier.get("quick")) != bool(doc.get("quick")):
+        return doc
+    merged = dict(doc)
+    kept = {name: dict(area, measured=area.get("measured") or (earlier.get("machine") or {}).get("date"))
+            for name, area in (earlier.get("areas") or {}).items() if name not in doc["areas"]}
+    merged["areas"] = {name: doc["areas"].get(name) or kept[name]
+                       for name in [*AREAS, *kept, *doc["areas"]] if name in doc["areas"] or name in kept}
+    if earlier.get("quality") and not doc.get("quality"):
+        merged["quality"] = earlier["quality"]
+    return merged
 
 
 def write_results(doc: dict[str, Any], path: Path) -> None:

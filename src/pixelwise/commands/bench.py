@@ -48,6 +48,11 @@ def handler(args: argparse.Namespace) -> int:
     doc = run_all.run_benchmarks(quick=args.quick, only=only, quality=quality, log=log)
     if args.out:
         out = Path(args.out)
+        try:  # areas not rerun keep their figures (same machine only); see run_all.merge_results
+            earlier = json.loads(out.read_text(encoding="utf-8")) if only and out.is_file() else None
+        except (OSError, ValueError):
+            earlier = None
+        doc = run_all.merge_results(earlier, doc)
         run_all.write_results(doc, out)
         log(f"results written to {out}; render with: python -m pixelwise.bench.make_benchmarks_md {out} BENCHMARKS.md")
     else:
