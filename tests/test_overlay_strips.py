@@ -90,3 +90,17 @@ def test_save_overlay_png_writes_the_whole_image_picture_atomically(tmp_path):
                             rows=9)
     assert np.array_equal(np.asarray(Image.open(path)), _whole(image, labels, colors, 0.5, None, names, [0, 1, 2]))
     assert [p.name for p in tmp_path.iterdir()] == ["o.png"]  # no temp file left behind
+
+
+@pytest.mark.parametrize("mode, shape, dtype", [("RGB", (1500, 3001, 3), np.uint8), ("L", (2900, 1451), np.uint8),
+                                                ("I;16", (1450, 2901), np.uint16)])
+def test_large_images_are_read_in_strips_to_the_same_array(tmp_path, mode, shape, dtype, monkeypatch):
+    """read_image copies images over 4 M pixels from Pillow strip by strip; same array as np.array."""
+    from pixelwise.data import io as data_io
+
+    monkeypatch.setattr(data_io, "_STRIP_PIXELS", 1 << 20)  # strips of ~1 M pixels: several, last one short
+    array = np.random.default_rng(5).integers(0, 256 if dtype == np.uint8 else 65536, shape).astype(dtype)
+    Image.fromarray(array).save(tmp_path / "big.png")
+    got = data_io.read_image(tmp_path / "big.png")
+    assert got.dtype == dtype and got.flags.writeable
+    assert np.array_equal(got, array.reshape(shape[0], shape[1], -1))

@@ -61,6 +61,26 @@ def read_array(path: Path) -> np.ndarray:
         raise DataError(path, f"cannot read array file: {type(exc).__name__}: {exc}") from None
 
 
+_STRIP_PIXELS = 1 << 22
+
+
+def _writable_array(img: Image.Image) -> np.ndarray:
+    """`np.array(img)`, copied in row strips for large images.
+
+    np.array goes through a bytes object of the whole image, so an 8192x8192 RGB photo would
+    hold Pillow's pixels (256 MiB), those bytes (192 MiB) and the array (192 MiB) at once.
+    """
+    if img.width * img.height <= _STRIP_PIXELS:
+        return np.array(img)
+    rows = max(1, _STRIP_PIXELS // img.width)
+    first = np.asarray(img.crop((0, 0, img.width, min(rows, img.height))))
+    arr = np.empty((img.height, *first.shape[1:]), dtype=first.dtype)
+    arr[:len(first)] = first
+    for top in range(len(first), img.height, rows):
+        arr[top:top + rows] = np.asarray(img.crop((0, top, img.width, min(img.height, top + rows))))
+    return arr
+
+
 def _pil_to_image_array(img: Image.Image, path: Path) -> np.ndarray:
     mode = img.mode
     if mode == "P":
@@ -75,7 +95,7 @@ def _pil_to_image_array(img: Image.Image, path: Path) -> np.ndarray:
         img = img.convert("RGB")
     elif mode == "1":
         img = img.convert("L")
-    arr = np.array(img)  # a writable copy: torch.from_numpy refuses read-only buffers quietly
+    arr = _writable_array(img)  # a writable copy: torch.from_numpy refuses read-only buffers quietly
     if img.mode in ("I;16", "I;16B", "I;16L"):
         arr = arr.astype(np.uint16, copy=False)
     elif img.mode == "I":
