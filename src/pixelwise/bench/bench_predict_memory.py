@@ -68,6 +68,7 @@ def run(ctx: Context) -> dict[str, Any]:
         goals=[goal(f"`pixelwise predict` {size}x{size} peak RSS", f"< {LIMIT_GIB} GiB", gib, passed, " GiB")],
         notes=["Model: U-Net base 8, depth 3 (4 classes); tiles of 512 with overlap 128, one tile per pass. "
                "A full-width U-Net (base 64) adds its tile activations, ~0.3 GB in bf16, ~0.6 GB in fp32.",
+               "Wall time varies with the machine's load; peak RSS does not.",
                "Before the overlay was blended and encoded in strips (commit e94569c) the same command peaked "
                "at 3118 MiB on this machine type."],
     )
