@@ -166,3 +166,25 @@ def test_evaluate_scores_the_same_on_onnxruntime_as_on_torch(tmp_path):
                                            precision="fp32", verbose=False, n_resamples=10, backend=backend)
               for backend in ("torch", "onnxruntime")}
     assert scores["torch"]["confusion_matrix"] == scores["onnxruntime"]["confusion_matrix"]
+
+
+def test_a_calibrated_checkpoint_passes_parity_and_evaluate_divides_by_the_temperature_once(tmp_path):
+    """The export holds logits / T; the probe's PyTorch reference must too, and evaluate must not
+    divide a second time (same scores as PyTorch, calibration included)."""
+    pytest.importorskip("onnxruntime")
+    from pixelwise.checkpoint import load_checkpoint, save_checkpoint
+    from pixelwise.training.evaluation import evaluate_checkpoint
+
+    ckpt = tmp_path / "m.pt"
+    make_checkpoint(ckpt, Task("multiclass", num_classes=5))
+    raw = load_checkpoint(ckpt)
+    raw["calibration"] = {"temperature": [2.5]}
+    save_checkpoint(ckpt, raw)
+    choice, onnx = B.select(ckpt, "onnxruntime", "cpu", "fp32", size=32)
+    assert onnx is not None and "parity" in choice.reason
+    data = "synthetic:shapes?n=4&size=32&seed=0"
+    scores = {backend: evaluate_checkpoint(ckpt, data=data, split="val", out_dir=tmp_path / backend, device="cpu",
+                                           precision="fp32", verbose=False, n_resamples=10, backend=backend)
+              for backend in ("torch", "onnxruntime")}
+    assert scores["torch"]["ece"] == pytest.approx(scores["onnxruntime"]["ece"], abs=1e-5)
+    assert scores["torch"]["confusion_matrix"] == scores["onnxruntime"]["confusion_matrix"]
