@@ -128,7 +128,7 @@ def _prelabels(args: argparse.Namespace, model_path: Path) -> int:
     if args.shard or args.engine != "local" or args.resume or args.windowed or args.probs:
         raise ConfigError(f"--format {args.format} writes one set of annotation files: --shard, --engine ray, "
                           "--resume, --windowed and --probs belong to --format png")
-    predictor = Predictor.load(model_path, device=args.device, precision=args.precision,
+    predictor = Predictor.load(model_path, backend=args.backend, device=args.device, precision=args.precision,
                                channels_last=args.channels_last, tta=args.tta, tile=args.tile, overlap=args.overlap,
                                blend=args.blend, batch_size=args.batch_size, tile_batch_size=args.tile_batch_size,
                                max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
