@@ -89,7 +89,9 @@ def test_whole_model_matches_hugging_face_semantic_segmentation(variant):
     with torch.no_grad():
         want = F.interpolate(hf(pixel_values=x).logits, size=(64, 96), mode="bilinear", align_corners=False)
         got = model(x)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # B2 runs 16 blocks with 768-wide decoder sums: float32 reordering reaches ~2e-5 with 2
+    # threads; a swapped weight moves the logits by ~1 (see the encoder test).
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_released_file_layout_loads_through_encoder_weights(tmp_path):
