@@ -434,3 +434,23 @@ def test_defaults_area_reports_the_products_own_choices(monkeypatch):
     assert seen == [(True, "auto")]  # a real checkpoint file, the commands' default word
     assert result["rows"][0]["chosen"] == resolve_runtime("auto", "auto", "auto").describe()
     assert result["rows"][1]["chosen"] == "onnxruntime fp32" and "made up" in result["rows"][1]["why"]
+
+
+def test_script_rows_render_with_their_cpu_and_load_and_survive_regeneration(tmp_path):
+    """Rows of scripts/bench_*.py appear once, naming the CPU, the load and the command."""
+    from pixelwise.bench.make_benchmarks_md import earlier_sections, render, render_script_rows
+
+    rows = [{"benchmark": "batch predict", "engine": "torchrun, 2 processes", "images": 200, "size": 256,
+             "wall_s": 66.8, "images_per_s": 2.99, "overhead_ms_per_image": 119.6, "cpu": "Some CPU",
+             "flags": ["avx2"], "cores": 2, "load_avg_1m": 7.5, "command": "python scripts/bench_batch_predict.py"},
+            {"benchmark": "windowed raster predict", "model": "lraspp_mobilenetv3", "classes": 6, "width": 32768,
+             "height": 512, "wall_s": 120.6, "mpixel_per_s": 0.14, "peak_rss_mib": 992, "cpu": "Some CPU",
+             "flags": ["avx2"], "cores": 2, "load_avg_1m": 6.2, "command": "python scripts/bench_raster.py"}]
+    text = "\n".join(render_script_rows(rows))
+    assert "2.99 images/s" in text and "992 MiB" in text and "32768x512" in text
+    assert text.count("Some CPU (avx2), 2 cores") == 2 and "`python scripts/bench_raster.py`" in text
+    doc = {"machine": {"cpu_model": "Some CPU", "cpu_flags": ["avx2"]}, "areas": {}}
+    once = render(doc, script_rows=rows)
+    twice = render(doc, earlier=once, script_rows=rows)  # a regeneration keeps one copy
+    assert twice.count("## Scale-out and large rasters") == 1
+    assert [key for key, _ in earlier_sections(twice)] == [key for key, _ in earlier_sections(once)]

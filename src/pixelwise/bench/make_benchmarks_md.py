@@ -309,7 +309,43 @@ def earlier_sections(text: str) -> list[tuple[str, list[str]]]:
     return [(key, [f"{_BEGIN}{key} -->", f"## Machine: {key}", "", *body, f"{_END}{key} -->"])]
 
 
-def render(doc: dict[str, Any], source: str = "bench/results.json", earlier: str = "") -> str:
+SCRIPT_RESULTS = Path("bench/script_results.jsonl")
+
+
+def render_script_rows(rows: list[dict[str, Any]]) -> list[str]:
+    """Rows from the stand-alone scripts (scripts/bench_*.py): scale-out and huge rasters.
+
+    These run real commands for minutes, so they are not part of `pixelwise bench`; each row
+    carries its own CPU, flags and the load average it ran under.
+    """
+    if not rows:
+        return []
+    lines = ["## Scale-out and large rasters (`scripts/bench_*.py`)", "",
+             "Each row: the command that made it, the CPU it ran on, and the 1-minute load average "
+             "(above the core count means other work shared the cores, so times are inflated; peak RSS is not).", ""]
+    body = []
+    for row in rows:
+        what = row.get("engine") or f"{row.get('model')} ({row.get('classes')} classes)"
+        size = (f"{row.get('images')} images of {row.get('size')}x{row.get('size')}" if "images" in row
+                else f"{row.get('width')}x{row.get('height')}")
+        rate = (f"{row['images_per_s']} images/s, overhead {row.get('overhead_ms_per_image')} ms/image"
+                if "images_per_s" in row else f"{row.get('mpixel_per_s')} Mpixel/s")
+        cpu = f"{row.get('cpu')} ({', '.join(row.get('flags', []))}), {row.get('cores')} cores"
+        body.append([cell(row.get("benchmark")), cell(what), size, f"{row.get('wall_s')} s", rate,
+                     f"{row['peak_rss_mib']} MiB" if "peak_rss_mib" in row else "-", cpu,
+                     cell(row.get("load_avg_1m")), f"`{row.get('command')}`", cell(row.get("note"))])
+    return lines + table(["benchmark", "what", "input", "wall", "throughput", "peak RSS", "CPU", "load",
+                          "command", "note"], body)
+
+
+def read_script_rows(path: Path = SCRIPT_RESULTS) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def render(doc: dict[str, Any], source: str = "bench/results.json", earlier: str = "",
+           script_rows: list[dict[str, Any]] | None = None) -> str:
     """The whole BENCHMARKS.md: this run's machine first, then the other machines' sections
     found in `earlier` (the previous BENCHMARKS.md), kept as they were."""
     from pixelwise.bench.harness import machine_key
@@ -332,6 +368,9 @@ def render(doc: dict[str, Any], source: str = "bench/results.json", earlier: str
     lines += render_machine(doc, source)
     for _, body in others:
         lines += ["", *body]
+    script = render_script_rows(script_rows or [])
+    if script:
+        lines += ["", *script]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -361,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     doc["quality"] = quality
     earlier = args.output.read_text(encoding="utf-8") if args.output.is_file() else ""
-    args.output.write_text(render(doc, source=relative(args.results), earlier=earlier), encoding="utf-8")
+    args.output.write_text(render(doc, source=relative(args.results), earlier=earlier,
+                                  script_rows=read_script_rows()), encoding="utf-8")
     print(f"wrote {args.output}")
     return 0
 
