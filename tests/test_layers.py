@@ -27,8 +27,9 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("inference", ["pixelwise.inference", "pixelwise.export"]),
     ("training", ["pixelwise.training"]),
     ("presentation", ["pixelwise.report", "pixelwise.serve"]),
-    ("workflows", ["pixelwise.workflows", "pixelwise.bench", "pixelwise.integrations", "pixelwise.audit"]),
-    ("interface", ["pixelwise.commands", "pixelwise.cli", "pixelwise.__main__"]),
+    ("workflows", ["pixelwise.workflows", "pixelwise.planning", "pixelwise.bench", "pixelwise.integrations",
+                   "pixelwise.audit"]),
+    ("interface", ["pixelwise.commands", "pixelwise.cli", "pixelwise.__main__", "pixelwise.api"]),
 ]
 
 

@@ -21,6 +21,10 @@ _LAZY = {
     "open_dataset": ("pixelwise.data", "open_dataset"),
     "build_loss": ("pixelwise.losses", "build_loss"),
     "ConfusionMatrix": ("pixelwise.metrics", "ConfusionMatrix"),
+    "train": ("pixelwise.api", "train"),
+    "evaluate": ("pixelwise.api", "evaluate"),
+    "predict": ("pixelwise.api", "predict"),
+    "Run": ("pixelwise.api", "Run"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -32,7 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse fills a `nargs="*"` positional once, so `train DATA --minutes 8 k=v` leaves k=v
+    # over: words after the options still belong to the command's positional list.
+    if extra and isinstance(getattr(args, "overrides", None), list) and not any(w.startswith("-") for w in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 1

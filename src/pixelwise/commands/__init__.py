@@ -9,6 +9,7 @@ function and print. Heavy imports (torch, onnx, the web server) happen inside ha
 COMMAND_MODULES = [
     "quickstart",
     "train",
+    "plan",
     "evaluate",
     "evaluate_masks",
     "calibrate",

@@ -148,6 +148,9 @@ class Config(_Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    plan: dict[str, Any] | None = Field(
+        default=None, description="the planner's record (budget, a reason per key, measured speeds); its values "
+                                  "are already in the sections above, and a run with a plan is never re-planned")
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -196,23 +199,25 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+def read_config(path: str | Path) -> dict[str, Any]:
+    """A YAML recipe as a plain dict (not yet validated: the planner fills it in first)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return raw
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
     """Read a YAML recipe (or start empty), apply overrides, validate."""
-    raw: dict[str, Any] = {}
-    source = "overrides"
-    if path is not None:
-        path = Path(path)
-        source = str(path)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    raw: dict[str, Any] = read_config(path) if path is not None else {}
     raw = apply_overrides(raw, list(overrides or []))
-    return validate_config(raw, source)
+    return validate_config(raw, str(path) if path is not None else "overrides")
 
 
 def save_config(config: Config, path: str | Path) -> Path:
