@@ -144,3 +144,35 @@ def test_two_ranks_on_different_data_end_like_one_process_on_the_union(tmp_path)
         far = max(far, (alone.state_dict()[key] - value).abs().max().item())
     # The check can tell: training moved the weights, and rank 0 on its own data ends elsewhere.
     assert moved > 1e-2 and far > 1e-3, (moved, far)
+
+
+PLAN_SCRIPT = """
+import importlib, json, os, sys
+fp = importlib.import_module("pixelwise.planning.fingerprint")
+calls = []
+real = fp.measure
+fp.measure = lambda *a, **k: calls.append(1) or real(*a, **k)
+from pixelwise.planning import plan_config
+from pixelwise.training.distributed import cleanup
+config, plan = plan_config({"train": {"device": "cpu"}}, data=sys.argv[2], minutes=0.2, say=lambda line: None)
+rank = os.environ["RANK"]
+with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:
+    json.dump({"config": config.to_dict(), "measured": len(calls)}, f)
+cleanup()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_under_torchrun_rank_0_plans_and_every_rank_trains_its_plan(tmp_path):
+    script = tmp_path / "plan_ranks.py"
+    script.write_text(PLAN_SCRIPT)
+    env = {**_env(), "PIXELWISE_HOME": str(tmp_path / "home")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+         str(tmp_path), "synthetic:shapes?n=12&n_val=4&n_test=4&size=32"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["measured"] == 1 and rank1["measured"] == 0     # only rank 0 fingerprints (and probes)
+    assert rank0["config"] == rank1["config"] and rank0["config"]["plan"]["reasons"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,6 +41,11 @@ def test_quickstart_multiclass_writes_the_whole_run(tmp_path):
     assert result["split"] == "test" and result["num_images"] == 6
     # The printout names the run folder and the per-class table.
     assert str(out) in proc.stderr and "test mIoU" in proc.stderr and "circle" in proc.stderr
+    # The planner says up front how long it will take here, before the first epoch.
+    announce = proc.stderr.find("minutes on this machine")
+    assert 0 <= announce < proc.stderr.find("epoch 1/")
+    recorded = yaml.safe_load((out / "config.yaml").read_text())
+    assert recorded["train"]["epochs"] == 1 and recorded["plan"]["reasons"]["train.epochs"] == "given"
 
 
 @pytest.mark.slow

@@ -15,6 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "(--task multilabel), evaluates it on the test split and writes everything into --out.")
     parser.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="run folder (default runs/quickstart)")
     parser.add_argument("--task", choices=["multiclass", "multilabel"], default="multiclass")
+    parser.add_argument("--minutes", type=float, help="time budget for the whole quickstart (default 3): the "
+                                                      "planner fits the epochs to this machine's measured speed")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=2")
     parser.set_defaults(func=run)
 
@@ -22,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pixelwise.workflows.quickstart import run_quickstart
 
-    words = ["pixelwise", "quickstart", "--out", str(args.out), "--task", args.task, *args.overrides]
-    run_quickstart(args.out, task=args.task, overrides=args.overrides, command=shlex.join(words))
+    words = ["pixelwise", "quickstart", "--out", str(args.out), "--task", args.task]
+    words += ["--minutes", f"{args.minutes:g}"] if args.minutes is not None else []
+    run_quickstart(args.out, task=args.task, overrides=args.overrides, command=shlex.join(words + args.overrides),
+                   minutes=args.minutes)
     return 0

@@ -39,10 +39,11 @@ def _set(raw: dict[str, Any], key: str, value: Any) -> None:
 
 
 def plan_config(raw: dict[str, Any], *, data: str | None = None, minutes: float | None = None,
-                use_cache: bool = True, say: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
-                ) -> tuple[Any, Plan | None]:
+                use_cache: bool = True, say: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+                max_epochs: int | None = None) -> tuple[Any, Plan | None]:
     """(validated Config, the Plan or None when `raw` was planned before). `data` and
-    `minutes` are `pixelwise train DATA --minutes N`; every key of `raw` is kept."""
+    `minutes` are `pixelwise train DATA --minutes N`; every key of `raw` is kept;
+    `max_epochs` caps the planned epochs (see `plan`)."""
     from pixelwise.runtime import resolve_runtime
     from pixelwise.training import distributed as D
     from pixelwise.training.builders import resolve_data_root
@@ -67,7 +68,8 @@ def plan_config(raw: dict[str, Any], *, data: str | None = None, minutes: float 
     dist = D.init_distributed(runtime.device)
     record: list[Any] = [None]
     if dist.is_main:
-        record[0] = _plan_here(given, resolve_data_root(given.data.root), budget, fixed, runtime, use_cache, say)
+        record[0] = _plan_here(given, resolve_data_root(given.data.root), budget, fixed, runtime, use_cache, say,
+                               max_epochs)
     if dist.enabled:  # every process trains rank 0's plan
         import torch.distributed
 
@@ -82,7 +84,7 @@ def plan_config(raw: dict[str, Any], *, data: str | None = None, minutes: float 
 
 
 def _plan_here(given: Any, root: str, budget: float, fixed: dict[str, Any], runtime: Any, use_cache: bool,
-               say: Callable[[str], None]) -> dict[str, Any]:
+               say: Callable[[str], None], max_epochs: int | None) -> dict[str, Any]:
     from pixelwise.data import open_dataset
     from pixelwise.planning.probe import cpu_model, probe
 
@@ -101,7 +103,8 @@ def _plan_here(given: Any, root: str, budget: float, fixed: dict[str, Any], runt
         val_images, test_images = min(val_images, limit), min(test_images, limit)
     task = open_dataset(root, given.data.train_split).task
     speeds, spent, cached = probe(task, fp.channels, runtime, PROBE_SHARE * budget * 60, use_cache=use_cache, say=say)
-    result = plan(fp, budget, speeds, fixed, val_images=val_images, test_images=test_images, probe_seconds=spent)
+    result = plan(fp, budget, speeds, fixed, val_images=val_images, test_images=test_images, probe_seconds=spent,
+                  max_epochs=max_epochs)
     return {"plan": result, "fingerprint": fp.to_dict(), "machine": f"{cpu_model() if runtime.device.type == 'cpu' else runtime.device}, {runtime.describe()}",
             "speeds": {k: dataclasses.asdict(v) for k, v in speeds.items()},
             "probe_seconds": round(spent, 2), "speeds_from_cache": cached}

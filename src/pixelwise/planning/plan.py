@@ -134,9 +134,11 @@ def batch_for(crop: int, train_images: int) -> int:
 
 
 def plan(fp: Fingerprint, budget_minutes: float, speeds: Mapping[str, Speed], fixed: Mapping[str, Any] | None = None,
-         *, val_images: int | None = None, test_images: int = 0, probe_seconds: float = 0.0) -> Plan:
+         *, val_images: int | None = None, test_images: int = 0, probe_seconds: float = 0.0,
+         max_epochs: int | None = None) -> Plan:
     """Fill the recipe keys not in `fixed` (dotted keys the user gave) for `budget_minutes`
-    of wall time on a machine whose candidate speeds are `speeds` (see module docstring)."""
+    of wall time on a machine whose candidate speeds are `speeds` (see module docstring).
+    `max_epochs` caps the epochs when a recipe is known to need no more (the quickstart)."""
     fixed = dict(fixed or {})
     values: dict[str, Any] = {}
     reasons: dict[str, str] = {}
@@ -166,8 +168,10 @@ def plan(fp: Fingerprint, budget_minutes: float, speeds: Mapping[str, Speed], fi
         crops = sorted({c for c in (largest, largest // 2 // 32 * 32, smallest) if smallest <= c <= largest},
                        reverse=True)
     pool = [c for c in CANDIDATES if c.key in speeds]
-    if "model.name" in fixed:
-        pool = [c for c in pool if c.model == fixed["model.name"]] or pool[:1]
+    if "model.name" in fixed:  # the given model's speed: its own candidate's, else its family's
+        same = [c for c in pool if c.model == fixed["model.name"]]
+        exact = [c for c in same if c.kwargs == fixed.get("model.kwargs", c.kwargs)]
+        pool = exact or same or pool[:1]
     elif fp.thin_share > 0.3:  # stride-16 heads without a full decoder blur thin structures
         pool = [c for c in pool if c.model != "lraspp_mobilenetv3"] or pool
     if not pool:
@@ -249,8 +253,12 @@ def plan(fp: Fingerprint, budget_minutes: float, speeds: Mapping[str, Speed], fi
     while val_cost * math.ceil(epochs / val_every) > VAL_SHARE * train_seconds and val_every < epochs:
         val_every += 1
     epochs = max(1, int((train_seconds - val_cost * math.ceil(epochs / val_every)) / max(epoch_seconds, 1e-9)))
-    epochs = choose("train.epochs", epochs,
-                    f"{epoch_seconds:.1f} s per epoch ({steps_per_epoch} steps) fill {train_seconds / 60:.1f} min")
+    if max_epochs is not None and epochs > max_epochs:
+        epochs = choose("train.epochs", max_epochs, f"the recipe needs no more than {max_epochs} epochs "
+                                                    f"({epoch_seconds:.1f} s each): the run ends before the budget")
+    else:
+        epochs = choose("train.epochs", epochs, f"{epoch_seconds:.1f} s per epoch ({steps_per_epoch} steps) "
+                                                f"fill {train_seconds / 60:.1f} min")
     val_every = choose("train.val_every", min(val_every, epochs),
                        f"validation ({val_cost:.1f} s) about every {val_every * epoch_seconds:.0f} s "
                        f"({VALIDATIONS} in the run, at most {VAL_SHARE:.0%} of it)")
@@ -262,7 +270,10 @@ def plan(fp: Fingerprint, budget_minutes: float, speeds: Mapping[str, Speed], fi
     choose("optim.lr", lr, f"the usual AdamW rate for {cand.key if name == cand.model else name}")
     choose("schedule.name", "cosine", "decays to zero exactly at the planned end")
     choose("schedule.warmup_steps", min(100, max(0, total_steps // 20)), "5% of the steps, at most 100")
+    validations = math.ceil(epochs / max(int(val_every), 1))
+    total = probe_seconds + epochs * epoch_seconds + validations * val_cost + test_seconds
     estimate = {"steps": float(total_steps), "epoch_seconds": epoch_seconds, "val_seconds": val_cost,
+                "total_seconds": total,
                 "train_images_per_second": ips, "test_seconds": test_seconds, "probe_seconds": probe_seconds}
     return Plan(values=values, reasons=reasons, budget_minutes=budget_minutes,
                 train_minutes=round(train_seconds / 60, 3), estimate=estimate)

@@ -41,14 +41,40 @@ def quickstart_config(task: str = "multiclass", overrides: list[str] | None = No
     return validate_config(apply_overrides(raw, list(overrides or [])), f"quickstart ({task})")
 
 
+QUICKSTART_MINUTES = 3.0   # the whole quickstart, on whatever machine runs it
+
+
 def run_quickstart(out: str | Path = "runs/quickstart", task: str = "multiclass",
                    overrides: list[str] | None = None, verbose: bool = True,
-                   command: str | None = None) -> dict[str, Any]:
-    """Train, evaluate on the test split with predictions and overlays, write the report; print where."""
+                   command: str | None = None, minutes: float | None = None) -> dict[str, Any]:
+    """Train, evaluate on the test split with predictions and overlays, write the report; print where.
+
+    The recipe's data, model, loss and augmentation are kept; the planner (pixelwise.planning)
+    measures this machine and fits the epochs and validation cadence into `minutes` (default
+    3), never more epochs than the recipe's, and says up front about how long it will take.
+    """
+    import copy
+
     started = time.perf_counter()
-    config = quickstart_config(task, overrides)  # a bad override fails here, before torch loads
+    quickstart_config(task, overrides)  # a bad override fails here, before torch loads
+    from pixelwise.planning import fixed_keys, plan_config
     from pixelwise.workflows.pipeline import train_test_report
 
+    raw = apply_overrides(copy.deepcopy(QUICKSTART[task]), list(overrides or []))
+    given = fixed_keys(apply_overrides({}, list(overrides or [])))
+    recipe_epochs = raw["train"]["epochs"]
+    if "train.epochs" not in given:
+        del raw["train"]["epochs"]  # the planner's to fill, up to the recipe's
+    raw["train"].setdefault("loss", "auto")  # the recipe's loss (CE), whose scores the docs quote
+    budget = minutes or given.get("train.time_budget_minutes") or QUICKSTART_MINUTES
+    config, plan = plan_config(raw, minutes=budget, max_epochs=recipe_epochs,
+                               say=(lambda line: print(line, file=sys.stderr)) if verbose else (lambda line: None))
+    if verbose and plan is not None:
+        est = plan.estimate
+        print(f"quickstart ({task}): about {max(est['total_seconds'] / 60, 0.1):.1f} minutes on this machine "
+              f"(budget {budget:g}): {config.train.epochs} epochs of ~{est['epoch_seconds']:.1f} s, "
+              f"{config.model.name} {config.model.kwargs}, validation every {config.train.val_every} epoch(s)",
+              file=sys.stderr, flush=True)
     out = Path(out)
     # One pass does it all: training, the test split scored with predictions and overlays
     # (with the recipe's device, precision and loader settings), then the report.
