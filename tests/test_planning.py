@@ -239,3 +239,12 @@ def test_train_command_rejects_two_data_words_and_no_data(tmp_path, capsys):
     assert "give DATA" in capsys.readouterr().err
     assert main(["train", "a", "b", "--out", str(tmp_path / "r")]) == 2
     assert "one DATA argument" in capsys.readouterr().err
+
+
+def test_an_unknown_model_fails_before_measuring(monkeypatch, capsys):
+    from pixelwise.cli import main
+    from pixelwise.planning import probe as probe_mod
+
+    monkeypatch.setattr(probe_mod, "_measure", lambda *a, **k: pytest.fail("measured before checking the model"))
+    assert main(["plan", "synthetic:shapes?n=4&n_val=2&n_test=2&size=32", "model.name=nosuch"]) == 2
+    assert "unknown model 'nosuch'" in capsys.readouterr().err

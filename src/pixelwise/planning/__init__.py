@@ -62,6 +62,11 @@ def plan_config(raw: dict[str, Any], *, data: str | None = None, minutes: float 
     draft.setdefault("data", {}).setdefault("crop_size", 64)
     given = validate_config(draft, "config")
     budget = given.train.time_budget_minutes or DEFAULT_MINUTES
+    from pixelwise.errors import ConfigError
+    from pixelwise.models import list_models
+
+    if given.model.name not in list_models():  # before the data is read and the machine measured
+        raise ConfigError(f"model.name: unknown model {given.model.name!r}; available: {', '.join(list_models())}")
     fixed = fixed_keys(raw)
     fixed.pop("train.time_budget_minutes", None)  # the budget is the planner's input, not a fixed key
     runtime = resolve_runtime(given.train.device, given.train.precision, given.train.channels_last)

@@ -206,7 +206,9 @@ def plan(fp: Fingerprint, budget_minutes: float, speeds: Mapping[str, Speed], fi
                   f"{cand.key}: ~{steps:.0f} steps fit the budget at {crop}px"
                   + (f" (>= {MIN_STEPS}: the most accurate candidate that does)" if why == "enough"
                      else f" (no candidate reaches {MIN_STEPS}: the one with the most steps)"))
-    choose("model.kwargs", dict(cand.kwargs) if name == cand.model else {}, f"the width of {cand.key}")
+    choose("model.kwargs", dict(cand.kwargs) if name == cand.model else {},
+           f"the width of {cand.key}" if name == cand.model
+           else f"{name}'s defaults (not a planner candidate: its time estimated from {cand.key}'s speed)")
     crop = choose("data.crop_size", crop,
                   f"usual image {fp.image_size['median']}px; smallest crop keeping small objects' detail {smallest}px")
     batch = choose("data.batch_size", batch, f"{batch} images per step at {crop}px on this machine")
