@@ -41,6 +41,8 @@ def test_readme_python_api_example_runs_within_its_budget(tmp_path, monkeypatch)
     wall = time.perf_counter() - started
     run, scores, labels, maps = (namespace[k] for k in ("run", "scores", "labels", "label_maps"))
 
+    print(f"planned run: {run.wall_seconds:.1f} s for a {budget:.0f} s budget "
+          f"({run.config.train.epochs} epochs planned, {run.summary['epochs_run']} run)")
     assert run.summary["finished"] and run.wall_seconds <= budget + MARGIN_SECONDS, run.wall_seconds
     assert wall <= budget + MARGIN_SECONDS + 30  # the example's evaluate and predict calls on top
     # The plan is recorded, with a reason per key, in the run's config.yaml.

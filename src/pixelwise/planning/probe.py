@@ -71,11 +71,14 @@ def _measure(cand, runtime: Any, channels: int, out_channels: int, task: Any, de
     result = train_one_epoch(model, batch * 2, loss_fn, optimizer, None, device=runtime.device, runtime=runtime)
     model.eval()
     x = runtime.to_device(images)
+    sync = torch.cuda.synchronize if runtime.device.type == "cuda" else (lambda: None)  # CUDA runs async
     with torch.no_grad(), runtime.autocast():
         model(x)
+        sync()
         started = time.perf_counter()
         for _ in range(2):
             model(x)
+        sync()
         eval_seconds = time.perf_counter() - started
     return Speed(train=result.images_per_second, eval=2 * PROBE_BATCH / max(eval_seconds, 1e-9), size=PROBE_SIZE)
 
