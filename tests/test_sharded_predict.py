@@ -158,12 +158,13 @@ def test_resume_skips_done_inputs_and_replaces_half_written_files(tmp_path, chec
         (tmp_path / "out" / ".done" / f"{name}.json").unlink()
     (tmp_path / "out" / "labels" / "img_0004.png").unlink()
     (tmp_path / "out" / "labels" / ".img_0004.png.k1ll3d.tmp").write_bytes(b"\x89PNG half")  # atomic's temp name
+    (tmp_path / "out" / ".done" / ".img_0002.json.k1ll3d.tmp").write_text('{"image": ')     # a torn marker
 
     again = run_cli("predict", checkpoint, tmp_path / "in", "--out", tmp_path / "out", "--resume", *COMMON)
     assert again.returncode == 0, again.stderr
     assert "predicted 2 image(s)" in again.stdout and "4 already done" in again.stdout
     assert digests(tmp_path / "out") == reference
-    assert not list((tmp_path / "out").glob("*/.*.tmp"))
+    assert not list((tmp_path / "out").glob("*/.*.tmp")) and not list((tmp_path / "out").glob(".*.tmp"))
     assert len(csv_rows(tmp_path / "out" / "class_shares.csv")) == 1 + 6
 
 

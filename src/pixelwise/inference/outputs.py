@@ -95,10 +95,14 @@ def predict_to_folder(predictor: Predictor, paths: Sequence[Path], out: str | Pa
     names = list(names) if names is not None else output_names(paths)
     todo = [(path, name) for path, name in zip(paths, names) if not (resume and is_done(out, name))]
     report.skipped = len(paths) - len(todo)
-    for _, name in todo:  # temp files of a killed run's writes, never renamed into place
-        for stale in [*out.glob(f"*/.{name}.png.*.tmp"), *out.glob(f"*/.{name}.npy.*.tmp"),
-                      *out.glob(f"probs/{name}/.*.tmp")]:
-            stale.unlink(missing_ok=True)
+    # Temp files of a killed run's writes, never renamed into place: this run's inputs' outputs
+    # and done markers, and this run's CSV (other shards' files are left alone: they may be live).
+    stale = list(out.glob(f".{csv_name}.*.tmp"))
+    for _, name in todo:
+        stale += [*out.glob(f"*/.{name}.png.*.tmp"), *out.glob(f"*/.{name}.npy.*.tmp"),
+                  *out.glob(f".done/.{name}.json.*.tmp"), *out.glob(f"probs/{name}/.*.tmp")]
+    for path in stale:
+        path.unlink(missing_ok=True)
     from tqdm import tqdm
 
     bar = tqdm(total=len(todo), desc="predict", unit="img", disable=not progress or None, file=sys.stderr)
