@@ -134,3 +134,21 @@ def test_written_files_get_ordinary_permissions(tmp_path):
         os.umask(umask)
     for name in ("report.html", "model.onnx"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name  # not mkstemp's 0600
+
+
+def test_place_file_links_or_copies_and_is_idempotent(tmp_path, monkeypatch):
+    from pixelwise import atomic
+
+    src = tmp_path / "a.png"
+    src.write_bytes(b"image bytes")
+    linked = atomic.place_file(src, tmp_path / "out" / "a.png")
+    assert linked.read_bytes() == b"image bytes" and os.path.samefile(src, linked)  # a hard link, no copy
+    assert atomic.place_file(src, linked) == linked                               # already there: nothing to do
+
+    def no_links(*_args):
+        raise OSError("cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)  # another file system: an atomic copy instead
+    copied = atomic.place_file(src, tmp_path / "out2" / "a.png")
+    assert copied.read_bytes() == b"image bytes" and not os.path.samefile(src, copied)
+    assert not list((tmp_path / "out2").glob(".*.tmp"))

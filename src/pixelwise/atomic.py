@@ -166,6 +166,26 @@ def copy_file(source: str | Path, path: str | Path) -> Path:
         return write_with(path, lambda handle: shutil.copyfileobj(src, handle, 1 << 20))
 
 
+def place_file(source: str | Path, path: str | Path) -> Path:
+    """Put `source` at `path` as a hard link (no copy of the bytes), or an atomic copy across
+    file systems; nothing is done when `path` already is `source`. For images placed beside
+    annotation files (data convert, pre-labels)."""
+    source, path = Path(source), Path(path)
+    if path.exists() and os.path.samefile(source, path):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = _mkstemp(path)
+    os.close(fd)
+    os.unlink(tmp_name)  # os.link needs a free name; the random one stays ours in practice
+    try:
+        os.link(source, tmp_name)
+    except OSError:
+        return copy_file(source, path)
+    os.replace(tmp_name, path)
+    fsync_dir(path.parent)
+    return path
+
+
 def remove_temp_files(folder: str | Path) -> list[Path]:
     """Delete the temp files that writes killed before their rename left in `folder`.
 

@@ -104,6 +104,16 @@ def _predict_rasters(predictor, rasters, names, args: argparse.Namespace, report
         report.written.append(path)
 
 
+def _exit_status(failures) -> int:
+    """0 when every input succeeded; 1, with the list on stderr, when some failed."""
+    if not failures:
+        return 0
+    print(f"{len(failures)} input(s) failed:", file=sys.stderr)
+    for path, problem in failures:
+        print(f"  {path}: {problem}", file=sys.stderr)
+    return 1
+
+
 def _merge(args: argparse.Namespace) -> int:
     from pixelwise.inference.sharding import merge_shards
 
@@ -111,12 +121,7 @@ def _merge(args: argparse.Namespace) -> int:
     print(f"merged {result.rows} image(s) into {result.csv_path}")
     for name in result.duplicates:
         print(f"warning: {name} appears in more than one shard (kept the last)", file=sys.stderr)
-    if result.failures:
-        print(f"{len(result.failures)} input(s) failed:", file=sys.stderr)
-        for path, problem in result.failures:
-            print(f"  {path}: {problem}", file=sys.stderr)
-        return 1
-    return 0
+    return _exit_status(result.failures)
 
 
 def _prelabels(args: argparse.Namespace, model_path: Path) -> int:
@@ -212,9 +217,4 @@ def run(args: argparse.Namespace) -> int:
     where = "" if shard.is_whole else f" (shard {shard.index}/{shard.count}: {len(paths)} of {len(all_paths)} inputs)"
     skipped = f", {report.skipped} already done" if report.skipped else ""
     print(f"predicted {len(report.written)} image(s) into {args.out}{where}{skipped} (class shares: {csv_path})")
-    if report.failed:
-        print(f"{len(report.failed)} input(s) failed:", file=sys.stderr)
-        for path, problem in report.failed:
-            print(f"  {path}: {problem}", file=sys.stderr)
-        return 1
-    return 0
+    return _exit_status(report.failed)

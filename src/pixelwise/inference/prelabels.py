@@ -23,7 +23,6 @@ class (COCO `score`, Label Studio `score`, LabelMe `description`; CVAT has no fi
 from __future__ import annotations
 
 import json
-import os
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -74,21 +73,6 @@ def _write_json(path: Path, data: Any) -> None:
     atomic.write_text(path, json.dumps(data))
 
 
-def _place_image(src: Path, dst: Path) -> None:
-    """Hard-link the input image next to its annotations (copy across file systems)."""
-    if dst.exists() and os.path.samefile(src, dst):
-        return
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.link")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        atomic.copy_file(src, dst)
-        return
-    os.replace(tmp, dst)
-
-
 class _Writer:
     """Collects one format's annotations image by image; `finish` writes the files."""
 
@@ -111,12 +95,12 @@ class _Writer:
         h, w = labels.shape
         file_name = f"{name}{path.suffix.lower()}"
         if self.fmt == "labelme":
-            _place_image(path, self.out / file_name)
+            atomic.place_file(path, self.out / file_name)
             _write_json(self.out / f"{name}.json", {
                 "version": "5.3.1", "flags": {}, "shapes": self._labelme_shapes(labels, confidence),
                 "imagePath": file_name, "imageData": None, "imageHeight": h, "imageWidth": w})
             return
-        _place_image(path, self.out / "images" / file_name)
+        atomic.place_file(path, self.out / "images" / file_name)
         if self.fmt == "coco":
             self._coco(labels, confidence, file_name)
         elif self.fmt == "cvat":

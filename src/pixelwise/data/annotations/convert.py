@@ -13,9 +13,6 @@ written atomically, so an interrupted run leaves whole files only.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Callable
@@ -25,37 +22,16 @@ from PIL import Image
 
 from pixelwise.data.annotations.model import fill_class
 from pixelwise.data.classes import ClassTable
+from pixelwise import atomic
 from pixelwise.errors import ConfigError, DataError
 
 FORMATS = ("masks", "coco", "labelme", "cvat")
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs are ordinary files
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _place_image(src: Path, dst: Path) -> None:
-    if dst.exists() and dst.stat().st_size == src.stat().st_size:
-        return
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.part")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    """`write(tmp)` through the one atomic writer (the writers here want a file name)."""
+    with atomic.atomic_path(path) as tmp:
+        write(tmp)
 
 
 def _write_json(path: Path, data) -> None:
@@ -117,19 +93,19 @@ def convert(src: str | Path, to: str, out: str | Path, tolerance: float = 0.0,
             ext = sample.image_path.suffix.lower()
             rel = f"{split}/{sample.name}{ext}"
             if to == "masks":
-                _place_image(sample.image_path, out / "images" / rel)
+                atomic.place_file(sample.image_path, out / "images" / rel)
                 _atomic(out / "masks" / split / f"{sample.name}.png", lambda t: _save_labels(t, labels, classes))
             elif to == "coco":
                 from pixelwise.data.annotations.coco import annotations_for
 
-                _place_image(sample.image_path, out / "images" / rel)
+                atomic.place_file(sample.image_path, out / "images" / rel)
                 images.append({"id": i + 1, "file_name": rel, "width": w, "height": h})
                 anns += annotations_for(labels, i + 1, len(anns) + 1, cats, tolerance)
             elif to == "labelme":
                 from pixelwise.data.annotations.labelme import shapes_for
 
                 dst = out / split / f"{sample.name}{ext}"
-                _place_image(sample.image_path, dst)
+                atomic.place_file(sample.image_path, dst)
                 shapes = shapes_for(labels, names, {fill}, tolerance)
                 counts["annotations"] += len(shapes)
                 _write_json(dst.with_suffix(".json"), {
@@ -138,7 +114,7 @@ def convert(src: str | Path, to: str, out: str | Path, tolerance: float = 0.0,
             else:
                 from pixelwise.data.annotations.cvat import image_element
 
-                _place_image(sample.image_path, out / "images" / rel)
+                atomic.place_file(sample.image_path, out / "images" / rel)
                 image_element(cvat_root, counts["images"], rel, labels, names, {fill}, tolerance, split)
             counts["images"] += 1
             if progress and counts["images"] % 50 == 0:
