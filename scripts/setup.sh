@@ -20,7 +20,16 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 # pip warns once per missing local mirror folder; that noise hides real errors.
-quiet() { "$@" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true; return "${PIPESTATUS[0]}"; }
+# It returns the command's own status: a failed install must stop the set-up (under pipefail a
+# `cmd | grep || true` pipeline would hide it).
+quiet() {
+  local log status=0
+  log=$(mktemp)
+  "$@" >"$log" 2>&1 || status=$?
+  grep -v "is ignored: it is neither a file nor a directory" "$log" || true
+  rm -f "$log"
+  return "$status"
+}
 
 if "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   echo "setup: keeping installed torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
