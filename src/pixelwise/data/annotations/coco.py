@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from pixelwise.data.annotations.model import AnnotatedImage, AnnotationSet, ClassMap, Shape, find_image
+from pixelwise.data.annotations.model import AnnotatedImage, AnnotationSet, ClassMap, Shape
 from pixelwise.data.annotations.rasterise import polygons_mask, self_intersects
 from pixelwise.errors import DataError
 
@@ -44,10 +44,8 @@ def read(path: Path, data: dict, cmap: ClassMap | None, image_roots: list[Path],
         except (KeyError, TypeError, ValueError):
             out.errors.append((str(path), f"image entry {entry!r:.80} needs id, file_name, width and height"))
             continue
-        found = find_image(ref, image_roots)
+        found = out.locate(ref, image_roots, f"{path}: image {iid}")
         if found is None:
-            out.errors.append((f"{path}: image {iid}", f"image {ref!r} is referenced but missing "
-                               f"(looked under {', '.join(str(r) for r in image_roots)})"))
             continue
         name = Path(ref).with_suffix("").as_posix()
         img = AnnotatedImage(name, found, w, h, split=split, source=str(path))

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pixelwise.data.annotations.model import AnnotatedImage, AnnotationSet, ClassMap, Shape, find_image
+from pixelwise.data.annotations.model import AnnotatedImage, AnnotationSet, ClassMap, Shape
 from pixelwise.data.annotations.rasterise import (box_polygon, ellipse_polygon, line_polygons, polygons_mask,
-                                                  self_intersects)
+                                                  polygon_shape)
 from pixelwise.errors import DataError
 
 _SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -63,10 +63,8 @@ def read(path: Path, cmap: ClassMap | None, image_roots: list[Path], line_width:
         except (TypeError, ValueError):
             out.errors.append((f"{path}: image {iid}", "needs name, width and height"))
             continue
-        found = find_image(ref, image_roots)
+        found = out.locate(ref, image_roots, f"{path}: image {iid}")
         if found is None:
-            out.errors.append((f"{path}: image {iid}", f"image {ref!r} is referenced but missing "
-                               f"(looked under {', '.join(str(r) for r in image_roots)})"))
             continue
         subset = (image.get("subset") or "").lower()
         img = AnnotatedImage(Path(ref).with_suffix("").as_posix(), found, w, h,
@@ -102,13 +100,7 @@ def _shape(el: ET.Element, img: AnnotatedImage, where: str, cmap: ClassMap, line
     try:
         z = int(float(el.get("z_order", 0)))
         if el.tag == "polygon":
-            pts = _points(el.get("points"))
-            if len(pts) < 3:
-                out.skip(where, "polygon with fewer than 3 points", f"{len(pts)} point(s)")
-                return None
-            if self_intersects(pts):
-                out.warnings.append((where, "polygon crosses itself: filled even-odd"))
-            return Shape(cid, where, polygons=[pts], z=z)
+            return polygon_shape(_points(el.get("points")), cid, where, out, z=z)
         if el.tag == "box":
             x0, y0, x1, y1 = (float(el.get(k)) for k in ("xtl", "ytl", "xbr", "ybr"))
             return Shape(cid, where, polygons=[box_polygon(x0, y0, x1, y1, float(el.get("rotation", 0)))], z=z)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from pixelwise.data.annotations.model import AnnotatedImage, AnnotationSet, Shape, find_image
-from pixelwise.data.annotations.rasterise import ellipse_polygon, line_polygons, self_intersects
+from pixelwise.data.annotations.rasterise import ellipse_polygon, line_polygons, polygon_shape
 
 LABELME_KEYS = ("shapes", "imagePath")
 
@@ -79,12 +79,7 @@ def read_file(path: Path, data: dict, name: str, out: AnnotationSet, cmap, image
 def _shape(kind: str, pts: np.ndarray, s: dict, cid: int, where: str, line_width: float,
            out: AnnotationSet) -> Shape | None:
     if kind == "polygon":
-        if len(pts) < 3:
-            out.skip(where, "polygon with fewer than 3 points", f"{len(pts)} point(s)")
-            return None
-        if self_intersects(pts):
-            out.warnings.append((where, "polygon crosses itself: filled even-odd"))
-        return Shape(cid, where, polygons=[pts])
+        return polygon_shape(pts, cid, where, out)
     if kind == "rectangle" and len(pts) == 2:
         (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
         return Shape(cid, where, polygons=[np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])])

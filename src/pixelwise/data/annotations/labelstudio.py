@@ -18,8 +18,8 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import numpy as np
 
-from pixelwise.data.annotations.model import AnnotatedImage, AnnotationSet, ClassMap, Shape, find_image
-from pixelwise.data.annotations.rasterise import box_polygon, ellipse_polygon, self_intersects
+from pixelwise.data.annotations.model import AnnotatedImage, AnnotationSet, ClassMap, Shape
+from pixelwise.data.annotations.rasterise import box_polygon, ellipse_polygon, polygon_shape
 from pixelwise.errors import DataError
 
 _LABEL_KEYS = ("polygonlabels", "rectanglelabels", "ellipselabels", "brushlabels", "labels")
@@ -80,14 +80,8 @@ def read(path: Path, data: list, cmap: ClassMap | None, image_roots: list[Path])
     for t, task in enumerate(data):
         tid = task.get("id", t) if isinstance(task, dict) else t
         url = str(((task.get("data") or {}) if isinstance(task, dict) else {}).get("image", ""))
-        found = None
-        for ref in _image_ref(url):
-            found = find_image(ref, image_roots)
-            if found:
-                break
+        found = out.locate(_image_ref(url), image_roots, f"{path}: task {tid}", shown=url)
         if found is None:
-            out.errors.append((f"{path}: task {tid}", f"image {url!r} is referenced but missing "
-                               f"(looked under {', '.join(str(r) for r in image_roots)})"))
             continue
         ann = _annotation(task)
         results = [r for r in (ann or {}).get("result") or [] if isinstance(r, dict)]
@@ -124,12 +118,7 @@ def _shape(r: dict, w: int, h: int, where: str, cmap: ClassMap, out: AnnotationS
     try:
         if kind == "polygonlabels":
             pts = np.asarray(value.get("points") or [], np.float64).reshape(-1, 2) * (sx, sy)
-            if len(pts) < 3:
-                out.skip(where, "polygon with fewer than 3 points", f"{len(pts)} point(s)")
-                return None
-            if self_intersects(pts):
-                out.warnings.append((where, "polygon crosses itself: filled even-odd"))
-            return Shape(cid, where, polygons=[pts])
+            return polygon_shape(pts, cid, where, out)
         if kind == "rectanglelabels":
             x, y = float(value["x"]) * sx, float(value["y"]) * sy
             bw, bh = float(value["width"]) * sx, float(value["height"]) * sy

@@ -71,6 +71,17 @@ class AnnotationSet:
         self.skipped[reason] += 1
         (self.errors if error else self.warnings).append((where, f"{reason}{': ' + detail if detail else ''}"))
 
+    def locate(self, refs: str | list[str], roots: list[Path], where: str, shown: str | None = None) -> Path | None:
+        """The image an annotation file names (first of `refs` found), or None with the error recorded."""
+        for ref in [refs] if isinstance(refs, str) else refs:
+            found = find_image(ref, roots)
+            if found is not None:
+                return found
+        shown = shown if shown is not None else (refs if isinstance(refs, str) else refs[0] if refs else "")
+        self.errors.append((where, f"image {shown!r} is referenced but missing "
+                                   f"(looked under {', '.join(str(r) for r in roots)})"))
+        return None
+
     def summary(self) -> str:
         text = f"{self.kind} annotations: {self.read} read"
         if self.skipped:

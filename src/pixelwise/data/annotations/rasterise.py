@@ -106,6 +106,17 @@ def _rotate(pts: np.ndarray, deg: float, centre: tuple[float, float]) -> np.ndar
 
 
 # --------------------------------------------------------------------------- checks
+def polygon_shape(pts: np.ndarray, class_id: int, where: str, out, z: int = 0) -> Shape | None:
+    """One polygon annotation as a Shape: fewer than 3 points is skipped, a self-crossing one
+    kept (filled even-odd) with a warning; `out` is the AnnotationSet that records both."""
+    if len(pts) < 3:
+        out.skip(where, "polygon with fewer than 3 points", f"{len(pts)} point(s)")
+        return None
+    if self_intersects(pts):
+        out.warnings.append((where, "polygon crosses itself: filled even-odd"))
+    return Shape(class_id, where, polygons=[pts], z=z)
+
+
 def self_intersects(poly: np.ndarray) -> bool:
     """True if two non-adjacent edges of the closed polygon cross properly (touching at a
     vertex, as traced pixel outlines do at diagonal pinches, does not count)."""
