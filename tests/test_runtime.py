@@ -107,9 +107,13 @@ def test_prepare_for_speed_and_input_layout():
     assert y.shape == (2, 2, 16, 16)
 
 
-def test_bf16_channels_last_unet_agrees_with_fp32():
+@pytest.mark.parametrize("name, kwargs", [("unet", {"base_channels": 16, "depth": 4}),
+                                          ("segformer", {})])  # attention and LayerNorm too
+def test_bf16_channels_last_agrees_with_fp32(name, kwargs):
+    # Training and prediction run in this fast mode on CPUs with bf16 (autocast keeps softmax
+    # and layer_norm in fp32).
     torch.manual_seed(0)
-    model = create_model("unet", num_classes=6, base_channels=16, depth=4)
+    model = create_model(name, num_classes=6, **kwargs)
     with torch.no_grad():  # a few train-mode passes give BatchNorm non-trivial running statistics
         for _ in range(2):
             model(torch.randn(2, 3, 64, 64))
@@ -124,5 +128,5 @@ def test_bf16_channels_last_unet_agrees_with_fp32():
     fast = fast.float()
     relative_error = ((fast - reference).norm() / reference.norm()).item()
     agreement = (fast.argmax(1) == reference.argmax(1)).float().mean().item()
-    assert relative_error < 0.02
-    assert agreement > 0.99
+    assert relative_error < 0.02, relative_error
+    assert agreement > 0.99, agreement
